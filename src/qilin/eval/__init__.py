@@ -1,0 +1,1 @@
+"""Evaluation after every stage: metrics, answer extraction, batched generation/scoring, the suite."""

@@ -1,0 +1,203 @@
+"""A loaded causal LM exposing the operations the benchmarks need (lm-evaluation-harness style):
+greedy generation, next-token log-probabilities, continuation log-likelihoods, perplexity.
+
+Batching rules, and why:
+- generation pads on the LEFT so every row's next token sits in the last column; `generate`
+  derives position ids from the attention mask, so a padded row decodes exactly like an unpadded one;
+- scoring passes pad on the RIGHT: a plain forward call numbers positions 0..T-1 regardless of the
+  mask, so left padding would shift the real tokens' positions; with right padding real tokens come
+  first and are untouched by the pads behind them;
+- batches are sorted by length (less padding, so less wasted compute on CPU); results come back in
+  input order.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from qilin.errors import QilinError
+from qilin.eval.metrics import pooled_perplexity
+from qilin.model.chat import prompt_text as chat_prompt
+from qilin.model.chat import stop_token_ids
+
+
+@dataclass
+class LM:
+    """A Hugging Face causal LM and its tokenizer, in eval mode."""
+
+    model: object
+    tokenizer: object
+    bos: list[int] = field(init=False)  # [bos] when the tokenizer itself adds one (Llama), else [] (Qwen2)
+    pad_id: int = field(init=False)
+    stop_ids: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        tok = self.tokenizer
+        self.model.eval()
+        bos = tok.bos_token_id
+        self.bos = [bos] if bos is not None and tok("x")["input_ids"][:1] == [bos] else []
+        self.stop_ids = stop_token_ids(tok)
+        if not self.stop_ids:
+            raise QilinError("the tokenizer has no eos token and no <|im_end|>: cannot tell where an answer ends")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else self.stop_ids[0]
+        self.pad_id = int(pad)
+
+    # -------------------------------------------------------------------------------- encoding
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt; BOS prepended only where the tokenizer would add one and the text
+        (e.g. a rendered chat template) does not already start with it."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids if not self.bos or ids[:1] == self.bos else self.bos + ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, cut at the first stop token (what follows it is padding)."""
+        for j, t in enumerate(ids):
+            if t in self.stop_ids:
+                ids = ids[:j]
+                break
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------------------ generation
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+        """Greedy continuations (new text only), stopping at the chat stop tokens / EOS.
+
+        Our own GenerationConfig replaces the model's: a checkpoint's sampling settings or
+        repetition penalty (Qwen ships 1.05) must not change a protocol that says "greedy".
+        """
+        from transformers import GenerationConfig
+
+        gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                   eos_token_id=self.stop_ids, pad_token_id=self.pad_id, use_cache=True)
+        ids = [self.encode(p) for p in prompts]
+        out: list[str] = [""] * len(prompts)
+        for idx in _batches(ids, batch_size, "generate"):
+            input_ids, mask = _pad([ids[i] for i in idx], self.pad_id, left=True, device=self.device)
+            gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
+            for i, row in zip(idx, gen[:, input_ids.shape[1]:].tolist()):
+                out[i] = self.decode(row)
+        return out
+
+    # --------------------------------------------------------------------------------- scoring
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: list[str], candidate_token_ids: list[int],
+                            batch_size: int = 16) -> list[list[float]]:
+        """For each prompt, log p(candidate | prompt) for every candidate id (full-vocabulary
+        softmax), from ONE forward pass per prompt: the `logits` multiple-choice protocol."""
+        ids = [self.encode(p) for p in prompts]
+        cand = torch.tensor(candidate_token_ids, device=self.device)
+        out: list[list[float]] = [[] for _ in prompts]
+        for idx in _batches(ids, batch_size, "next-token"):
+            input_ids, mask = _pad([ids[i] for i in idx], self.pad_id, left=False, device=self.device)
+            logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+            last = logits[torch.arange(len(idx)), mask.sum(1) - 1].float()  # last real position
+            picked = torch.log_softmax(last, dim=-1)[:, cand]
+            for i, row in zip(idx, picked.tolist()):
+                out[i] = row
+        return out
+
+    def sequence_logprob(self, prompts: list[str], continuations: list[str],
+                         batch_size: int = 16) -> list[tuple[float, int]]:
+        """(summed log-prob, token count) of each continuation given its prompt. Prompt and
+        continuation are tokenised separately and concatenated (as TRL's DPO does), so the scored
+        tokens are exactly the continuation's tokens. No truncation."""
+        seqs, first = [], []
+        for p, c in zip(prompts, continuations, strict=True):
+            pi = self.encode(p)
+            seqs.append(pi + self.tokenizer(c, add_special_tokens=False)["input_ids"])
+            first.append(max(len(pi), 1))  # position 0 has no prediction
+        return [(-nll, n) for nll, n in self._nll(seqs, first, batch_size, "log-likelihood")]
+
+    def token_nll(self, texts: list[str], max_length: int, batch_size: int = 16) -> list[tuple[float, int]]:
+        """Per text (summed NLL in nats, tokens scored). Every token after the first of each text
+        is scored once: texts longer than `max_length` are cut into windows that overlap by one
+        token, the overlap serving as the next window's first (context-only) token. No EOS is added
+        and no BOS is scored (Qwen2-style tokenizers have none; where the tokenizer adds one it is
+        context only), so the scored tokens match `metrics.unigram_nll`."""
+        width = max_length - len(self.bos)
+        if width < 2:
+            raise QilinError(f"ppl max_length {max_length} is too small to score anything")
+        seqs, first, owner = [], [], []
+        for k, text in enumerate(texts):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            for s in range(0, max(len(ids) - 1, 0), width - 1):
+                seqs.append(self.bos + ids[s:s + width])
+                first.append(len(self.bos) + 1)
+                owner.append(k)
+        per = [[0.0, 0] for _ in texts]
+        for k, (nll, n) in zip(owner, self._nll(seqs, first, batch_size, "perplexity")):
+            per[k][0] += nll
+            per[k][1] += n
+        return [(s, n) for s, n in per]
+
+    def perplexity(self, texts: list[str], max_length: int, batch_size: int = 16) -> tuple[float, int, float]:
+        """(perplexity, tokens scored, mean NLL in nats), token-weighted over all texts."""
+        return pooled_perplexity(self.token_nll(texts, max_length, batch_size))
+
+    @torch.inference_mode()
+    def _nll(self, seqs: list[list[int]], first: list[int], batch_size: int,
+             desc: str) -> list[tuple[float, int]]:
+        """Summed NLL of tokens seqs[i][first[i]:] given what precedes them, and their count."""
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+        for idx in _batches(seqs, batch_size, desc):
+            input_ids, mask = _pad([seqs[i] for i in idx], self.pad_id, left=False, device=self.device)
+            logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+            targets = input_ids[:, 1:].clone()
+            pos = torch.arange(1, input_ids.shape[1], device=self.device)[None, :]
+            start = torch.tensor([first[i] for i in idx], device=self.device)[:, None]
+            targets[(pos < start) | (mask[:, 1:] == 0)] = -100
+            nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+            counts = (targets != -100).sum(1)
+            for i, s, n in zip(idx, nll.sum(1).tolist(), counts.tolist()):
+                out[i] = (s, n)
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_lm(model_dir: str | Path) -> LM:
+    """Load a local Hugging Face causal-LM folder (model + tokenizer with qilin's chat template) in
+    fp32, eval mode.
+
+    fp32: bf16 is 25-100x slower on the development CPUs (STACK.md); on a GPU the model moves
+    there, still in fp32, so that numbers do not depend on the machine's precision.
+    """
+    from qilin.model.load import load_model
+
+    model, tokenizer = load_model(model_dir, dtype="float32")
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return LM(model, tokenizer)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+def _batches(seqs: list[list[int]], batch_size: int, desc: str) -> Iterator[list[int]]:
+    """Index batches, longest sequences first (an out-of-memory error shows up at once)."""
+    from tqdm import tqdm
+
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    yield from tqdm(chunks, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+
+
+def _pad(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        sl = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[r, sl] = torch.tensor(s, dtype=torch.long)
+        mask[r, sl] = 1
+    return ids.to(device), mask.to(device)

@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from qilin.eval.lm import chat_prompt
+
+PROMPTS = ["高血压", "糖尿病的典型症状是多饮、多尿", "答案：", "感冒通常由病毒引起，多休息，多喝水。阿司匹林"]
+
+
+def _greedy_one(lm, prompt, max_new):
+    """Reference: unpadded, no KV cache, argmax by hand."""
+    ids = lm.encode(prompt)
+    new = []
+    with torch.inference_mode():
+        for _ in range(max_new):
+            logits = lm.model(input_ids=torch.tensor([ids + new]), use_cache=False).logits[0, -1]
+            t = int(logits.argmax())
+            if t in lm.stop_ids:
+                break
+            new.append(t)
+    return lm.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(tiny_lm):
+    prompts = PROMPTS + [chat_prompt(tiny_lm.tokenizer, [{"role": "user", "content": "你好"}])]
+    batched = tiny_lm.generate(prompts, max_new_tokens=12, batch_size=3)
+    assert batched == [_greedy_one(tiny_lm, p, 12) for p in prompts]
+    assert tiny_lm.generate(prompts, max_new_tokens=12, batch_size=1) == batched
+
+
+def test_next_token_logprobs_equals_full_softmax(tiny_lm):
+    cands = [tiny_lm.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "ABCDE"]
+    got = tiny_lm.next_token_logprobs(PROMPTS, cands, batch_size=3)
+    for prompt, row in zip(PROMPTS, got):
+        with torch.inference_mode():
+            logits = tiny_lm.model(input_ids=torch.tensor([tiny_lm.encode(prompt)])).logits[0, -1]
+        want = torch.log_softmax(logits, -1)[cands].tolist()
+        assert row == pytest.approx(want, abs=1e-5)
+
+
+def _manual_nll(lm, ids, first):
+    with torch.inference_mode():
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0], -1)
+    return -sum(logp[j - 1, ids[j]].item() for j in range(first, len(ids))), len(ids) - first
+
+
+def test_sequence_logprob_equals_manual(tiny_lm):
+    conts = ["低盐饮食", "多休息<|im_end|>\n", "", "A"]
+    got = tiny_lm.sequence_logprob(PROMPTS, conts, batch_size=3)
+    for p, c, (s, n) in zip(PROMPTS, conts, got):
+        pi = tiny_lm.encode(p)
+        ci = tiny_lm.tokenizer(c, add_special_tokens=False)["input_ids"]
+        nll, m = _manual_nll(tiny_lm, pi + ci, len(pi))
+        assert n == m == len(ci)
+        assert s == pytest.approx(-nll, abs=1e-4)
+
+
+def test_perplexity_equals_exp_mean_nll_and_windows_cover_every_token(tiny_lm):
+    texts = PROMPTS + ["感"]                       # a one-token text scores nothing
+    per = tiny_lm.token_nll(texts, max_length=512, batch_size=2)
+    total, count = 0.0, 0
+    for text, (s, n) in zip(texts, per):
+        ids = tiny_lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        nll, m = _manual_nll(tiny_lm, ids, 1) if len(ids) > 1 else (0.0, 0)
+        assert n == m and s == pytest.approx(nll, abs=1e-4)
+        total, count = total + nll, count + m
+    ppl, n, mean_nll = tiny_lm.perplexity(texts, max_length=512, batch_size=2)
+    assert n == count and mean_nll == pytest.approx(total / count, abs=1e-5)
+    assert ppl == pytest.approx(math.exp(total / count), rel=1e-5)
+    # short windows: still every token after the first of each text, scored exactly once
+    short = tiny_lm.token_nll(texts, max_length=4, batch_size=2)
+    assert [n for _, n in short] == [n for _, n in per]
