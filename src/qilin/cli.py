@@ -1,0 +1,156 @@
+"""`qilin <command>`: one command per verb. Heavy imports (torch, transformers) happen inside commands
+so that `qilin --help` and input errors answer at once.
+
+A user's mistake (a bad file, an unknown config key, a missing model folder) raises QilinError, which
+is printed as one line and exits with code 2; an interrupted command says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from qilin.errors import QilinError
+
+# Stage commands: name -> (module, one-line description). Each module has `Config` and `run(cfg)`.
+STAGE_COMMANDS = {
+    "base": ("qilin.train.base", "the base model: a local HF model dir, or the tiny default trained from scratch"),
+    "cpt": ("qilin.train.cpt", "domain continued pre-training (documents + EOS, packed blocks)"),
+    "sft": ("qilin.train.sft", "supervised fine-tuning, loss on assistant tokens only"),
+    "dpo": ("qilin.train.dpo", "direct preference optimisation (sigmoid loss, reference = input model)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args) or 0
+    except QilinError as e:
+        print(f"qilin: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qilin: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qilin", description="Build medical LLMs by multi-stage knowledge injection.")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a whole recipe (stages + evaluation after each + report)")
+    r.add_argument("recipe", help="recipe YAML, e.g. recipes/qilin-med.yaml")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages=[] or out=runs/x")
+    r.set_defaults(func=_cmd_run)
+
+    data = sub.add_parser("data", help="prepare stage datasets, check data files")
+    data_sub = data.add_subparsers(title="data commands", metavar="COMMAND")
+    _add_stage(data_sub, "prepare", "qilin.data.prepare",
+               "split the bundled data into training sets and held-out evaluation sets, with a data card")
+    d = data_sub.add_parser("check", help="validate one data file: counts, or the first problem with file, line, field")
+    d.add_argument("path")
+    d.add_argument("--format", help="one of the reader formats; detected when omitted")
+    d.set_defaults(func=_cmd_check)
+
+    for name, (module, text) in STAGE_COMMANDS.items():
+        _add_stage(sub, name, module, text)
+
+    e = sub.add_parser("eval", help="evaluate a model on the held-out sets of a data folder")
+    e.add_argument("--model", required=True, help="local Hugging Face model folder")
+    e.add_argument("--data", required=True, help="data folder written by `qilin data prepare` (has eval/)")
+    e.add_argument("--out", required=True, help="folder for metrics.json and predictions/")
+    e.add_argument("overrides", nargs="*", help="EvalConfig key=value settings, e.g. tasks=[cmexam] limit=20")
+    e.set_defaults(func=_cmd_eval)
+
+    rep = sub.add_parser("report", help="write report.md / report.html for a recipe run folder")
+    rep.add_argument("run", help="runs/<recipe>")
+    rep.set_defaults(func=_cmd_report)
+    return p
+
+
+def _add_stage(sub, name: str, module: str, text: str) -> None:
+    s = sub.add_parser(name, help=text, description=text, epilog=_config_help(name, module),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--config", help="YAML config file")
+    s.add_argument("overrides", nargs="*", help="key=value settings (see below)")
+    s.set_defaults(func=_cmd_stage, module=module)
+
+
+def _config_help(name: str, module: str) -> str:
+    """The config fields and their documentation, shown by `qilin <stage> --help`.
+
+    Importing the stage module pulls in torch, so this runs only when that command's help is asked for.
+    """
+    if not any(a in ("-h", "--help") for a in sys.argv[1:]) or name not in sys.argv:
+        return ""
+    from qilin.config import describe
+
+    rows = describe(importlib.import_module(module).Config)
+    width = max(len(k) for k, _, _ in rows)
+    return "settings (key=value):\n" + "\n".join(f"  {k:<{width}}  {h} [default {d}]" for k, d, h in rows)
+
+
+def _cmd_stage(args) -> int:
+    from qilin import config
+
+    module = importlib.import_module(args.module)
+    cfg = config.load(module.Config, args.config, args.overrides)
+    out = module.run(cfg)
+    print(out)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from qilin.recipe import load_recipe, run_recipe
+
+    out = run_recipe(load_recipe(args.recipe, args.overrides))
+    print(out)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from qilin import config
+    from qilin.eval.suite import EvalConfig, evaluate
+
+    cfg = config.load(EvalConfig, None, args.overrides)
+    result = evaluate(Path(args.model), Path(args.data), cfg, Path(args.out))
+    for name, value in result["metrics"].items():
+        print(f"{name:<32} {value:>10.4f}   [{result['protocols'].get(name, '')}]")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from collections import Counter
+
+    from qilin.data.readers import READERS, detect_format
+
+    path = Path(args.path)
+    fmt = args.format or detect_format(path)
+    if fmt not in READERS:
+        raise QilinError(f"--format {fmt!r} is not one of {', '.join(READERS)}")
+    sources = Counter(rec.get("source", "?") for rec in READERS[fmt](path))
+    how = "given" if args.format else "detected"
+    print(f"{path}: format {fmt} ({how}); {sum(sources.values())} records OK")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from qilin.report import write_report
+
+    out = write_report(Path(args.run))
+    print(out / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""`qilin run RECIPE.yaml`: the stages of a recipe in order, with evaluation after each.
+
+A recipe file names the data, the base model, the training stages and the evaluation; this module
+turns each part into its stage's typed config, runs the stages that are not complete yet, evaluates
+every model it produces, and writes `runs/<recipe>/summary.json` and the report.
+
+    runs/<recipe>/00-data/  01-base/  02-cpt/  03-sft/  04-dpo/   (each: config, model, eval/, manifest)
+    runs/<recipe>/summary.json   {stage: {metric: value}}
+    runs/<recipe>/report.md|html, plots/
+
+Everything is restartable: a complete stage (manifest present) is skipped, an incomplete one resumes
+from its last checkpoint, and an evaluation is redone only if its metrics file is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qilin import config as qconfig
+from qilin.config import doc
+from qilin.errors import QilinError
+from qilin.runs import RunFolder, atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger("qilin")
+
+# The training stages a recipe may list, by name -> module (a dict is our registry), and the file of
+# the data stage's output that each one trains on unless the recipe says otherwise.
+STAGES = {"cpt": "qilin.train.cpt", "sft": "qilin.train.sft", "dpo": "qilin.train.dpo"}
+STAGE_DATA = {"cpt": "train/cpt.jsonl", "sft": "train/sft.jsonl", "dpo": "train/dpo.jsonl"}
+
+
+@dataclass
+class Recipe:
+    name: str = doc("Recipe name; also the default run folder runs/<name>.")
+    out: Path | None = doc("Run folder of the whole recipe (default runs/<name>).", None)
+    seed: int = doc("Seed for data splits and every stage, unless a stage sets its own.", 42)
+    data: dict = doc("Options of the data stage (qilin.data.prepare.Config).", {})
+    base: dict = doc("Options of the base stage (qilin.train.base.Config): a user's model dir, or the tiny default.", {})
+    stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (cpt, sft, dpo) and its options.", [])
+    eval: dict = doc("Options of the evaluation after every stage (qilin.eval.suite.EvalConfig).", {})
+    report: bool = doc("Write report.md / report.html at the end.", True)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    recipe = qconfig.load(Recipe, path, overrides)
+    if recipe.out is None:
+        recipe.out = Path("runs") / recipe.name
+    names = [s.get("stage") for s in recipe.stages]
+    for i, name in enumerate(names):
+        if name not in STAGES:
+            raise QilinError(f"{path}: stages[{i}].stage: {name!r} is not one of {', '.join(STAGES)}")
+    return recipe
+
+
+def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
+    """Every step's name, run folder and typed config, built (and so validated) before anything runs."""
+    from qilin.data import prepare
+    from qilin.train import base
+
+    out = Path(recipe.out)
+    data_run = RunFolder(out / "00-data")
+    steps: list[tuple[str, RunFolder, object]] = []
+    data_cfg = qconfig.build(prepare.Config, {"seed": recipe.seed, **recipe.data, "out": data_run.path}, "data")
+    steps.append(("data", data_run, data_cfg))
+
+    base_run = RunFolder(out / "01-base")
+    train_dir = data_run.path / "train"
+    base_defaults = {"pretrain_data": train_dir / "pretrain_general.jsonl",
+                     "corpus": [train_dir / f for f in ("pretrain_general.jsonl", "cpt.jsonl", "sft.jsonl")]}
+    base_cfg = qconfig.build(base.Config, _seeded(qconfig.merge(base_defaults, recipe.base), recipe.seed)
+                             | {"out": base_run.path}, "base")
+    steps.append(("base", base_run, base_cfg))
+
+    # A user's own base model is used in place; the tiny default is written into the base folder.
+    previous_model = Path(recipe.base["model"]) if recipe.base.get("model") else base_run.model_dir
+    for i, spec in enumerate(recipe.stages):
+        spec = dict(spec)
+        name = spec.pop("stage")
+        run = RunFolder(out / f"{i + 2:02d}-{name}")
+        module = importlib.import_module(STAGES[name])
+        values = {"data": data_run.path / STAGE_DATA[name], **_seeded(spec, recipe.seed),
+                  "out": run.path, "model": previous_model}
+        steps.append((name, run, qconfig.build(module.Config, values, f"stages[{i}] ({name})")))
+        previous_model = run.model_dir
+    return steps
+
+
+def run_recipe(recipe: Recipe) -> Path:
+    """Run every step not yet complete, evaluate each model, write summary.json and the report."""
+    from qilin.eval.suite import EvalConfig
+
+    out = Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    eval_cfg = qconfig.build(EvalConfig, recipe.eval, "eval")
+    steps = plan(recipe)
+    atomic_write_json(out / "recipe.json", {"name": recipe.name, "seed": recipe.seed,
+                                            "steps": [[n, r.path.name] for n, r, _ in steps]})
+    atomic_write_text(out / "recipe.yaml", qconfig.dump(recipe))
+    data_dir = steps[0][1].path
+    for k, (name, run, cfg) in enumerate(steps, 1):
+        _run_step(name, run, cfg, k, len(steps))
+        if name == "base":
+            _count_tokens(data_dir, run)
+        if name != "data":
+            _evaluate(name, run, data_dir, eval_cfg)
+            write_summary(out)
+    if recipe.report:
+        from qilin import report
+
+        report.write_report(out)
+        log.info("report: %s", out / "report.md")
+    return out
+
+
+def write_summary(out: Path) -> Path:
+    """summary.json: {stage: {metric: value}} from every evaluated stage, in recipe order."""
+    summary = {}
+    for name, folder in read_json(out / "recipe.json")["steps"]:
+        metrics_file = out / folder / "eval" / "metrics.json"
+        if metrics_file.is_file():
+            summary[name] = read_json(metrics_file)["metrics"]
+    return atomic_write_json(out / "summary.json", summary)
+
+
+def _run_step(name: str, run: RunFolder, cfg: object, k: int, total: int) -> None:
+    if run.is_complete():
+        log.info("[%d/%d] %s: complete, skipped (%s)", k, total, name, run.path)
+        return
+    resume = run.last_checkpoint()
+    log.info("[%d/%d] %s: %s%s", k, total, name, "resuming from " + resume.name if resume else "running",
+             f" -> {run.path}")
+    started = time.time()
+    _module_of(name).run(cfg)
+    log.info("[%d/%d] %s: done in %.0f s", k, total, name, time.time() - started)
+
+
+def _evaluate(name: str, run: RunFolder, data_dir: Path, eval_cfg: object) -> None:
+    from qilin.eval.suite import evaluate
+
+    target = run.path / "eval"
+    if (target / "metrics.json").is_file():
+        return
+    log.info("evaluating %s", name)
+    evaluate(_model_of(run), data_dir, eval_cfg, target)
+
+
+def _count_tokens(data_dir: Path, base_run: RunFolder) -> None:
+    """The data card's token counts need the base tokenizer, which exists only after the base stage."""
+    from transformers import AutoTokenizer
+
+    from qilin.data.prepare import add_token_counts
+
+    card = read_json(data_dir / "card.json")
+    if card.get("tokenizer"):
+        return
+    add_token_counts(data_dir, AutoTokenizer.from_pretrained(_model_of(base_run)))
+
+
+def _module_of(name: str):
+    if name == "data":
+        return importlib.import_module("qilin.data.prepare")
+    if name == "base":
+        return importlib.import_module("qilin.train.base")
+    return importlib.import_module(STAGES[name])
+
+
+def _model_of(run: RunFolder) -> Path:
+    """The model a stage produced: its manifest says (base may point at a user's own folder)."""
+    manifest = run.path / "manifest.json"
+    if manifest.is_file():
+        return Path(read_json(manifest).get("model") or run.model_dir)
+    return run.model_dir
+
+
+def _seeded(values: dict, seed: int) -> dict:
+    """Give a stage's training settings the recipe seed unless it names its own."""
+    values = dict(values)
+    train = dict(values.get("train") or {})
+    train.setdefault("seed", seed)
+    values["train"] = train
+    return values
