@@ -1,0 +1,1 @@
+"""Data: readers for the source formats, the data stage (sources -> stage datasets + card), contamination."""

@@ -1,0 +1,519 @@
+"""Readers: one per source format, each a generator of plain records (dicts).
+
+Every record carries `source` (a short name: the file stem unless the caller names it) and an `id`
+where the format has items, so that the data card and the contamination report can point back at
+it. A malformed record raises `InputError(path, line, field, message)` with the PHYSICAL 1-based line
+of the file where the record starts: a user with a 50,000-row CSV must be able to jump to it.
+
+Record-level problems (a bad answer letter, a missing key, one broken JSON line) can be skipped with
+`on_error="skip"`: real data has such rows (CMExam's validation file has one question whose answer
+is `nan`), and one bad row must not stop a whole pipeline. Skipped rows are noted in `skipped` (a
+list gets the one-line messages, a Counter counts the reasons). File-level problems (not UTF-8, an
+empty file, a missing column, a JSON list that does not parse) always raise.
+
+`READERS` is the registry (a dict); `read(path)` detects the format and dispatches.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from qilin.errors import InputError, QilinError
+
+ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+MESSAGE_ROLES = ("user", "assistant", "system")
+
+
+# ---------------------------------------------------------------- shared plumbing
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based physical line number, decoded line with its newline); a bad byte names its line."""
+    if not path.is_file():
+        raise InputError(path, None, None, "file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, None, None, "empty file")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):  # splitting on b"\n" is safe: no UTF-8 sequence contains 0x0A
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(path, n, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte "
+                                                f"{e.start + 1} of the line); save the file as UTF-8") from None
+            yield n, (line.lstrip("\ufeff") if n == 1 else line)
+
+
+def _records(path: Path, items: Iterable[tuple[int, object]], parse: Callable, on_error: str,
+             skipped: list | dict | None) -> Iterator[dict]:
+    """Parse each (line, raw) item; a bad record raises, or with on_error='skip' is noted and passed."""
+    if on_error not in ("raise", "skip"):
+        raise QilinError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    good = bad = 0
+    for index, (line, raw) in enumerate(items, 1):
+        try:
+            record = parse(raw, line, index)
+        except InputError as e:
+            if on_error == "raise":
+                raise
+            bad += 1
+            _note(skipped, e)
+            continue
+        good += 1
+        yield record
+    if good == 0 and bad == 0:
+        raise InputError(path, None, None, "empty file: no records")
+
+
+def _note(skipped: list | dict | None, e: InputError) -> None:
+    if skipped is None:
+        return
+    if isinstance(skipped, dict):  # a Counter: count by reason
+        skipped[e.reason] = skipped.get(e.reason, 0) + 1
+    else:
+        skipped.append(str(e))
+
+
+def _string(path: Path, line: int | None, obj: dict, key: str, field: str | None = None,
+            required: bool = True) -> str:
+    """obj[key] as a stripped string; missing or non-string values are errors naming the field."""
+    field = field or key
+    if key not in obj or obj[key] is None:
+        if required:
+            raise InputError(path, line, field, "missing")
+        return ""
+    value = obj[key]
+    if not isinstance(value, str):
+        raise InputError(path, line, field, f"expected a string, got {type(value).__name__}")
+    value = value.strip()
+    if required and not value:
+        raise InputError(path, line, field, "empty")
+    return value
+
+
+# ---------------------------------------------------------------- CSV
+
+def _csv_items(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, tuple[list, list]]]:
+    """(line where the row starts, (header, row)) for each data row; checks the header first.
+
+    csv.reader's `line_num` counts the physical lines it has consumed, so the line after the
+    previous row is where the next row starts, even when quoted fields span several lines.
+    """
+    reader = csv.reader(line for _, line in _lines(path))
+    header = _next_row(path, reader, 1)
+    if header is None:
+        raise InputError(path, None, None, "empty file")
+    header = [h.strip() for h in header]
+    for column in required:
+        if column not in header:
+            raise InputError(path, reader.line_num, column,
+                             f"missing column (the header has: {', '.join(header)})")
+    start = reader.line_num + 1
+    while (row := _next_row(path, reader, start)) is not None:
+        if row:  # csv gives [] for a blank line
+            yield start, (header, row)
+        start = reader.line_num + 1
+
+
+def _next_row(path: Path, reader, start: int) -> list | None:
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as e:
+        raise InputError(path, start, None, f"not valid CSV ({e})") from None
+
+
+def _row_dict(path: Path, line: int, header: list, row: list) -> dict:
+    if len(row) != len(header):
+        raise InputError(path, line, None, f"expected {len(header)} fields as in the header, found {len(row)}")
+    return dict(zip(header, row))
+
+
+def _csv_header(path: Path) -> list[str]:
+    return [h.strip() for h in _next_row(path, csv.reader(line for _, line in _lines(path)), 1) or []]
+
+
+# ---------------------------------------------------------------- multiple-choice questions
+
+_OPTION = re.compile(r"\s*([A-Z])\s*[.．、:：)）]?\s*(.*?)\s*", re.S)
+_OPTION_SPLIT = re.compile(r"\\n|\r?\n")  # a LITERAL backslash-n in CMExam, real newlines elsewhere
+
+
+def parse_options(path: Path, line: int, text: str, field: str = "Options") -> dict[str, str]:
+    """`A text\\nB text` -> {"A": "text", "B": "text"}."""
+    options: dict[str, str] = {}
+    for part in _OPTION_SPLIT.split(text):
+        if not part.strip():
+            continue
+        m = _OPTION.fullmatch(part)
+        if not m or not m.group(2):
+            raise InputError(path, line, field, f"cannot read option {part.strip()[:30]!r} "
+                                                "(expected a capital letter then its text, e.g. 'A 发热')")
+        if m.group(1) in options:
+            raise InputError(path, line, field, f"option letter {m.group(1)} appears twice")
+        options[m.group(1)] = m.group(2)
+    if len(options) < 2:
+        raise InputError(path, line, field, "fewer than two options")
+    return options
+
+
+def check_answer(path: Path, line: int, answer: str, letters: Iterable[str], field: str = "Answer") -> str:
+    """The answer letters, sorted ("DBA" -> "ABD"); each must be one of the option letters."""
+    letters = "".join(sorted(letters))
+    clean = answer.strip().upper()
+    if not re.fullmatch(r"[A-Z]+", clean) or set(clean) - set(letters):
+        raise InputError(path, line, field, f"answer {answer.strip()!r} is not made of the option letters {letters}")
+    return "".join(sorted(set(clean)))
+
+
+def read_cmexam(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+                source: str | None = None) -> Iterator[dict]:
+    """CMExam CSV `Question,Options,Answer,Explanation` (extra annotation columns are ignored)."""
+    path = Path(path)
+    source = source or path.stem
+
+    def parse(raw, line, index):
+        row = _row_dict(path, line, *raw)
+        options = parse_options(path, line, row["Options"])
+        return {"id": f"{source}-{index}", "question": _string(path, line, row, "Question"),
+                "options": options, "answer": check_answer(path, line, row["Answer"], options),
+                "explanation": (row.get("Explanation") or "").strip(), "source": source}
+
+    required = ("Question", "Options", "Answer")
+    yield from _records(path, _csv_items(path, required), parse, on_error, skipped)
+
+
+def read_cmmlu(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+               source: str | None = None) -> Iterator[dict]:
+    """CMMLU CSV `,Question,A,B,C,D,Answer` (subject = file stem), or a folder of such CSVs."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            raise InputError(path, None, None, "no .csv files in this folder")
+        for f in files:
+            yield from read_cmmlu(f, on_error=on_error, skipped=skipped, source=source)
+        return
+    subject, source = path.stem, source or "cmmlu"
+
+    def parse(raw, line, index):
+        header, row = raw
+        row = _row_dict(path, line, header, row)
+        options = {c: row[c].strip() for c in header if re.fullmatch(r"[A-Z]", c)}
+        for letter, text in options.items():
+            if not text:
+                raise InputError(path, line, letter, "empty option")
+        return {"id": f"{subject}-{index}", "question": _string(path, line, row, "Question"),
+                "options": options, "answer": check_answer(path, line, row["Answer"], options),
+                "explanation": "", "subject": subject, "source": source}
+
+    required = ("Question", "A", "B", "Answer")
+    yield from _records(path, _csv_items(path, required), parse, on_error, skipped)
+
+
+# ---------------------------------------------------------------- other CSV / JSON formats
+
+def read_dialogue_csv(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+                      source: str | None = None) -> Iterator[dict]:
+    """Doctor-patient pairs, CSV `department,title,ask,answer` (Toyhom's Chinese medical dialogue)."""
+    path = Path(path)
+    source = source or path.stem
+
+    def parse(raw, line, index):
+        row = _row_dict(path, line, *raw)
+        return {"id": f"{source}-{index}", "question": _string(path, line, row, "ask"),
+                "answer": _string(path, line, row, "answer"),
+                "department": _string(path, line, row, "department", required=False),
+                "title": _string(path, line, row, "title", required=False), "source": source}
+
+    required = ("department", "title", "ask", "answer")
+    yield from _records(path, _csv_items(path, required), parse, on_error, skipped)
+
+
+def read_cmb_clin(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+                  source: str | None = None) -> Iterator[dict]:
+    """CMB-Clin JSON list of `{id, title, description, QA_pairs: [{question, answer|solution}]}`."""
+    path = Path(path)
+    source = source or path.stem
+
+    def parse(obj, line, index):
+        if not isinstance(obj, dict):
+            raise InputError(path, line, None, "expected a JSON object for each case")
+        pairs = obj.get("QA_pairs")
+        if not isinstance(pairs, list) or not pairs:
+            raise InputError(path, line, "QA_pairs", "missing or not a non-empty list")
+        return {"id": str(obj.get("id", index)), "title": _string(path, line, obj, "title", required=False),
+                "description": _string(path, line, obj, "description"),
+                "turns": [_clin_turn(path, line, pair, k) for k, pair in enumerate(pairs)], "source": source}
+
+    yield from _records(path, _json_list_items(path), parse, on_error, skipped)
+
+
+def _clin_turn(path: Path, line: int | None, pair: object, k: int) -> dict:
+    if not isinstance(pair, dict):
+        raise InputError(path, line, f"QA_pairs[{k}]", "expected an object with question and answer")
+    key = "solution" if "solution" in pair and "answer" not in pair else "answer"  # upstream README: `solution`
+    return {"question": _string(path, line, pair, "question", f"QA_pairs[{k}].question"),
+            "answer": _string(path, line, pair, key, f"QA_pairs[{k}].{key}")}
+
+
+def _read_text(path: Path) -> str:
+    """A whole (small) file as text; a bad byte names its line."""
+    if not path.is_file():
+        raise InputError(path, None, None, "file not found")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as e:
+        raise InputError(path, data[:e.start].count(b"\n") + 1, None, "not valid UTF-8") from None
+
+
+def _json_list_items(path: Path) -> Iterator[tuple[int, object]]:
+    """(line where the element starts, element) for a JSON list, decoding one element at a time."""
+    text = _read_text(path)
+    decoder, ws = json.JSONDecoder(), re.compile(r"\s*")
+    pos = ws.match(text, 0).end()
+    if pos == len(text):
+        raise InputError(path, None, None, "empty file")
+    line, counted = 1, 0
+
+    def line_at(p: int) -> int:  # counts newlines incrementally: linear in the file size
+        nonlocal line, counted
+        line, counted = line + text.count("\n", counted, p), p
+        return line
+
+    if text[pos] != "[":
+        raise InputError(path, line_at(pos), None, "expected a JSON list ('[' ... ']')")
+    pos = ws.match(text, pos + 1).end()
+    while pos < len(text) and text[pos] != "]":
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InputError(path, e.lineno, None, f"not valid JSON ({e.msg}, column {e.colno})") from None
+        yield line_at(pos), obj
+        pos = ws.match(text, end).end()
+        if pos < len(text) and text[pos] == ",":
+            pos = ws.match(text, pos + 1).end()
+        elif pos >= len(text) or text[pos] != "]":
+            raise InputError(path, line_at(min(pos, len(text))), None, "not valid JSON (expected ',' or ']')")
+    if pos >= len(text) or text[pos + 1:].strip():
+        raise InputError(path, line_at(min(pos, len(text))), None, "not valid JSON (the list is not closed "
+                                                                   "or text follows it)")
+
+
+# ---------------------------------------------------------------- JSONL formats
+
+def _jsonl_items(path: Path) -> Iterator[tuple[int, str]]:
+    for n, line in _lines(path):
+        if line.strip():
+            yield n, line
+
+
+def _json_object(path: Path, line: int, raw: str) -> dict:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InputError(path, line, None, f"not valid JSON ({e.msg}, column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise InputError(path, line, None, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _messages(path: Path, line: int, obj: dict) -> list[dict]:
+    """ShareGPT `conversations` (from/value) or TRL `messages` (role/content) -> messages."""
+    key = "conversations" if "conversations" in obj else "messages"
+    turns = obj.get(key)
+    if not isinstance(turns, list) or not turns:
+        raise InputError(path, line, key, "missing or not a non-empty list")
+    role_key, text_key, roles = ("from", "value", ROLES) if key == "conversations" else (
+        "role", "content", {r: r for r in MESSAGE_ROLES})
+    out = []
+    for k, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise InputError(path, line, f"{key}[{k}]", "expected an object")
+        role = turn.get(role_key)
+        if role not in roles:
+            raise InputError(path, line, f"{key}[{k}].{role_key}",
+                             f"unknown role {role!r} (expected one of {', '.join(roles)})")
+        out.append({"role": roles[role], "content": _string(path, line, turn, text_key, f"{key}[{k}].{text_key}")})
+    return out
+
+
+def read_sharegpt(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+                  source: str | None = None) -> Iterator[dict]:
+    """ShareGPT JSONL `{"conversations": [{"from", "value"}]}` -> `{"messages": [{"role", "content"}]}`."""
+    path = Path(path)
+    source = source or path.stem
+
+    def parse(raw, line, index):
+        obj = _json_object(path, line, raw)
+        messages = _messages(path, line, obj)
+        roles = {m["role"] for m in messages}
+        if not {"user", "assistant"} <= roles:  # nothing to learn from a conversation without an answer
+            key = "conversations" if "conversations" in obj else "messages"
+            raise InputError(path, line, key, "needs at least one user turn and one assistant turn")
+        return {"id": str(obj.get("id", f"{source}-{index}")), "messages": messages, "source": source}
+
+    yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
+
+
+def read_preference(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+                    source: str | None = None) -> Iterator[dict]:
+    """Preference pairs, JSONL in any of three shapes -> `{"prompt", "chosen", "rejected"}`:
+    `{"conversations", "chosen", "rejected"}` (prompt = the last human turn; earlier turns kept as
+    `history` messages), `{"question", "response_chosen", "response_rejected"}`, or TRL's
+    `{"prompt", "chosen", "rejected"}`.
+    """
+    path = Path(path)
+    source = source or path.stem
+
+    def parse(raw, line, index):
+        obj = _json_object(path, line, raw)
+        record = {"id": str(obj.get("id", f"{source}-{index}"))}
+        if "conversations" in obj:
+            record.update(_conversation_prompt(path, line, obj))
+            record.update(chosen=_string(path, line, obj, "chosen"), rejected=_string(path, line, obj, "rejected"))
+        elif "question" in obj:
+            record.update(prompt=_string(path, line, obj, "question"),
+                          chosen=_string(path, line, obj, "response_chosen"),
+                          rejected=_string(path, line, obj, "response_rejected"))
+        elif "prompt" in obj:
+            record.update({k: _string(path, line, obj, k) for k in ("prompt", "chosen", "rejected")})
+        else:
+            raise InputError(path, line, None, "expected keys conversations/chosen/rejected, "
+                                               "question/response_chosen/response_rejected or prompt/chosen/rejected")
+        record["source"] = source
+        return record
+
+    yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
+
+
+def _conversation_prompt(path: Path, line: int, obj: dict) -> dict:
+    messages = _messages(path, line, obj)
+    if messages[-1]["role"] != "user":
+        raise InputError(path, line, f"conversations[{len(messages) - 1}].from",
+                         "the last turn must be the human question that chosen/rejected answer")
+    out = {"prompt": messages[-1]["content"]}
+    if len(messages) > 1:
+        out["history"] = messages[:-1]
+    return out
+
+
+def read_qa(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+            source: str | None = None) -> Iterator[dict]:
+    """Question-answer JSONL `{"问", "答"}` (or `{"question", "answer"}`)."""
+    path = Path(path)
+    source = source or path.stem
+
+    def parse(raw, line, index):
+        obj = _json_object(path, line, raw)
+        q, a = ("问", "答") if "问" in obj or "答" in obj else ("question", "answer")
+        return {"id": str(obj.get("id", f"{source}-{index}")), "question": _string(path, line, obj, q),
+                "answer": _string(path, line, obj, a), "source": source}
+
+    yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
+
+
+# ---------------------------------------------------------------- plain text and triples
+
+def read_text(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+              source: str | None = None) -> Iterator[dict]:
+    """Plain UTF-8 text, one paragraph per non-empty line; the id names the line."""
+    path = Path(path)
+    source = source or path.stem
+    items = ((n, line) for n, line in _lines(path) if line.strip())
+    yield from _records(path, items, lambda raw, line, index: {
+        "id": f"{source}-{line}", "text": raw.strip(), "source": source}, on_error, skipped)
+
+
+def read_triples(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+                 source: str | None = None) -> Iterator[dict]:
+    """Knowledge-graph triples, TSV `head<TAB>relation<TAB>tail`; `#` comments and a header line allowed."""
+    path = Path(path)
+    source = source or path.stem
+
+    def parse(raw, line, index):
+        parts = [p.strip() for p in raw.rstrip("\r\n").split("\t")]
+        if len(parts) != 3 or not all(parts):
+            raise InputError(path, line, None, f"expected 3 non-empty tab-separated fields "
+                                               f"(head, relation, tail), found {len(parts)}")
+        return {"id": f"{source}-{line}", "head": parts[0], "relation": parts[1], "tail": parts[2],
+                "source": source}
+
+    items = ((n, line) for n, line in _lines(path)
+             if line.strip() and not line.lstrip().startswith("#")
+             and line.strip().lower() != "head\trelation\ttail")
+    yield from _records(path, items, parse, on_error, skipped)
+
+
+# ---------------------------------------------------------------- registry and detection
+
+READERS: dict[str, Callable[..., Iterator[dict]]] = {
+    "cmexam": read_cmexam,
+    "cmmlu": read_cmmlu,
+    "cmb-clin": read_cmb_clin,
+    "dialogue-csv": read_dialogue_csv,
+    "sharegpt": read_sharegpt,
+    "preference": read_preference,
+    "qa": read_qa,
+    "text": read_text,
+    "triples": read_triples,
+}
+
+
+def read(path: str | Path, fmt: str | None = None, **kw) -> Iterator[dict]:
+    """Records of `path` in format `fmt` (detected when not given)."""
+    fmt = fmt or detect_format(path)
+    if fmt not in READERS:
+        raise QilinError(f"unknown data format {fmt!r}; known: {', '.join(READERS)}")
+    return READERS[fmt](path, **kw)
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of a file (or a folder of CMMLU CSVs), from its extension and header or first keys."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if files and detect_format(files[0]) == "cmmlu":
+            return "cmmlu"
+    elif path.suffix.lower() == ".csv":
+        found = _csv_format(set(_csv_header(path)))
+        if found:
+            return found
+    elif path.suffix.lower() == ".jsonl":
+        found = _jsonl_format(path)
+        if found:
+            return found
+    elif path.suffix.lower() == ".json" and '"QA_pairs"' in _read_text(path):
+        return "cmb-clin"
+    elif path.suffix.lower() in (".txt", ".md"):
+        return "text"
+    elif path.suffix.lower() == ".tsv":
+        return "triples"
+    raise InputError(path, None, None, f"cannot tell the data format; name it (one of {', '.join(READERS)})")
+
+
+def _csv_format(columns: set[str]) -> str | None:
+    if {"Question", "Options", "Answer"} <= columns:
+        return "cmexam"
+    if {"Question", "A", "B", "Answer"} <= columns:
+        return "cmmlu"
+    if {"ask", "answer"} <= columns:
+        return "dialogue-csv"
+    return None
+
+
+def _jsonl_format(path: Path) -> str | None:
+    for line, raw in _jsonl_items(path):
+        keys = set(_json_object(path, line, raw))
+        if {"chosen", "rejected"} <= keys or "response_chosen" in keys:
+            return "preference"
+        if keys & {"conversations", "messages"}:
+            return "sharegpt"
+        if {"问", "答"} <= keys or {"question", "answer"} <= keys:
+            return "qa"
+        return None
+    return None
