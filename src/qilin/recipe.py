@@ -95,12 +95,14 @@ def run_recipe(recipe: Recipe) -> Path:
 
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
-    eval_cfg = qconfig.build(EvalConfig, recipe.eval, "eval")
     steps = plan(recipe)
+    data_dir = steps[0][1].path
+    # The unigram baseline beside each perplexity is fit on the text the models were trained on.
+    unigram = [str(data_dir / "train" / f) for f in ("pretrain_general.jsonl", "cpt.jsonl")]
+    eval_cfg = qconfig.build(EvalConfig, {"unigram_train": unigram, **recipe.eval}, "eval")
     atomic_write_json(out / "recipe.json", {"name": recipe.name, "seed": recipe.seed,
                                             "steps": [[n, r.path.name] for n, r, _ in steps]})
     atomic_write_text(out / "recipe.yaml", qconfig.dump(recipe))
-    data_dir = steps[0][1].path
     for k, (name, run, cfg) in enumerate(steps, 1):
         _run_step(name, run, cfg, k, len(steps))
         if name == "base":
@@ -113,6 +115,7 @@ def run_recipe(recipe: Recipe) -> Path:
 
         report.write_report(out)
         log.info("report: %s", out / "report.md")
+    log.info("peak memory: %.0f MB", _peak_rss_mb())
     return out
 
 
@@ -174,6 +177,12 @@ def _model_of(run: RunFolder) -> Path:
     if manifest.is_file():
         return Path(read_json(manifest).get("model") or run.model_dir)
     return run.model_dir
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _seeded(values: dict, seed: int) -> dict:

@@ -1,0 +1,120 @@
+"""The recipe runner on a micro recipe: every stage, evaluation after each, summary, report, re-run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qilin import config
+from qilin.errors import QilinError
+from qilin.recipe import Recipe, load_recipe, plan, run_recipe
+from qilin.runs import read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO_TRAIN = {"batch_size": 4, "max_length": 128, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0}
+METRICS = ["cmexam.accuracy", "dialogue.bleu1", "dialogue.rouge1", "ppl.medical", "ppl.general",
+           "preference.accuracy"]
+
+
+def micro_recipe(out: Path) -> Recipe:
+    return config.build(Recipe, {
+        "name": "micro", "out": out, "seed": 1,
+        "data": {"eval_cmexam": 6, "eval_dialogue": 4, "eval_medical_paragraphs": 4, "eval_general": 4,
+                 "eval_preference_medical": 3, "eval_preference_general": 3, "max_pretrain_general": 40,
+                 "max_cpt_docs": 80, "max_sft": 40, "max_dpo": 16},
+        "base": {"vocab_size": 600, "block_size": 64,
+                 "tiny": {"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 2, "ffn": 64, "max_position": 128},
+                 "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 3}},
+        "stages": [{"stage": "cpt", "block_size": 64, "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 2}},
+                   {"stage": "sft", "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2}},
+                   {"stage": "dpo", "train": {**MICRO_TRAIN, "lr": 1e-4, "max_steps": 2, "batch_size": 2}}],
+        "eval": {"dialogue_max_new_tokens": 8, "cmexam_max_new_tokens": 8, "batch_size": 8},
+    })
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe") / "micro"
+    run_recipe(micro_recipe(out))
+    return out
+
+
+def test_every_stage_is_evaluated_and_summarised(micro_run):
+    summary = read_json(micro_run / "summary.json")
+    assert list(summary) == ["base", "cpt", "sft", "dpo"]
+    for stage, metrics in summary.items():
+        for key in METRICS:
+            assert key in metrics, (stage, key)
+    folders = sorted(p.name for p in micro_run.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert folders == ["00-data", "01-base", "02-cpt", "03-sft", "04-dpo"]
+    for folder in folders:
+        assert (micro_run / folder / "manifest.json").is_file()
+    # each stage trains on the previous stage's model
+    assert read_json(micro_run / "03-sft" / "manifest.json")["inputs"]["model"]["path"].endswith("02-cpt/model")
+    card = read_json(micro_run / "00-data" / "card.json")
+    assert card["tokenizer"] and all(f.get("tokens") for f in card["files"].values())
+
+
+def test_report_has_a_row_per_stage_protocols_and_plots(micro_run):
+    report = (micro_run / "report.md").read_text(encoding="utf-8")
+    for stage in ("base", "cpt", "sft", "dpo"):
+        assert f"| {stage} |" in report
+    assert "qilin-med" in report and "33.5" in report  # a protocol line and a published number
+    assert (micro_run / "plots" / "metrics_by_stage.png").stat().st_size > 1000
+    assert (micro_run / "plots" / "training_loss.png").stat().st_size > 1000
+    page = (micro_run / "report.html").read_text(encoding="utf-8")
+    assert page.count("<table>") >= 3 and "data:image/png;base64," in page
+
+
+def test_rerun_skips_complete_stages(micro_run):
+    stamps = {p: p.stat().st_mtime_ns for p in micro_run.glob("*/manifest.json")}
+    summary = read_json(micro_run / "summary.json")
+    run_recipe(micro_recipe(micro_run))
+    assert {p: p.stat().st_mtime_ns for p in micro_run.glob("*/manifest.json")} == stamps
+    assert read_json(micro_run / "summary.json") == summary
+
+
+def test_an_unfinished_stage_is_redone_to_the_same_result(micro_run, tmp_path):
+    """A run that died after the SFT stage redoes DPO and its evaluation, with the same numbers."""
+    import shutil
+
+    copy = tmp_path / "micro"
+    shutil.copytree(micro_run, copy)
+    for name in ("manifest.json", "model", "eval", "metrics.json"):
+        target = copy / "04-dpo" / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    run_recipe(micro_recipe(copy))
+    assert read_json(copy / "summary.json") == read_json(micro_run / "summary.json")
+
+
+def test_typos_in_a_recipe_fail_before_anything_runs(tmp_path):
+    recipe = micro_recipe(tmp_path / "r")
+    recipe.stages = [{"stage": "sft", "train": {"lrr": 1}}]
+    with pytest.raises(QilinError, match=r"stages\[0\] \(sft\).train: unknown key.*lrr"):
+        plan(recipe)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstages:\n  - stage: ppo\n", encoding="utf-8")
+    with pytest.raises(QilinError, match="ppo"):
+        load_recipe(bad)
+    assert not (tmp_path / "r").exists()
+
+
+def test_shipped_recipes_load_and_plan(tmp_path):
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path, [f"out={tmp_path / path.stem}"])
+        steps = plan(recipe)
+        assert [n for n, _, _ in steps][:2] == ["data", "base"], path
+
+
+def test_cli_reports_user_errors_in_one_line_with_exit_code_2(tmp_path):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"question": "头痛怎么办", "response_chosen": "休息"}\n', encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "qilin.cli", "data", "check", str(bad), "--format", "preference"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and f"{bad}:1" in proc.stderr and "response_rejected" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "qilin.cli", "sft", "out=x", "model=/nonexistent", "data=x.jsonl",
+                           "train.lrr=1"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "lrr" in proc.stderr and "Traceback" not in proc.stderr
