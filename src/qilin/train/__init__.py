@@ -1,0 +1,1 @@
+"""Training stages, one module each (base, cpt, sft, dpo), thin over TRL trainers."""
