@@ -31,6 +31,7 @@ def micro_recipe(out: Path) -> Recipe:
                    {"stage": "sft", "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2}},
                    {"stage": "dpo", "train": {**MICRO_TRAIN, "lr": 1e-4, "max_steps": 2, "batch_size": 2}}],
         "eval": {"dialogue_max_new_tokens": 8, "cmexam_max_new_tokens": 8, "batch_size": 8},
+        "rag": {"compare_tokenizers": False},
     })
 
 
@@ -43,12 +44,12 @@ def micro_run(tmp_path_factory):
 
 def test_every_stage_is_evaluated_and_summarised(micro_run):
     summary = read_json(micro_run / "summary.json")
-    assert list(summary) == ["base", "cpt", "sft", "dpo"]
+    assert list(summary) == ["base", "cpt", "sft", "dpo", "rag"]
     for stage, metrics in summary.items():
         for key in METRICS:
             assert key in metrics, (stage, key)
     folders = sorted(p.name for p in micro_run.iterdir() if p.is_dir() and p.name[0].isdigit())
-    assert folders == ["00-data", "01-base", "02-cpt", "03-sft", "04-dpo"]
+    assert folders == ["00-data", "01-base", "02-cpt", "03-sft", "04-dpo", "05-rag"]
     for folder in folders:
         assert (micro_run / folder / "manifest.json").is_file()
     # each stage trains on the previous stage's model
@@ -62,6 +63,7 @@ def test_report_has_a_row_per_stage_protocols_and_plots(micro_run):
     for stage in ("base", "cpt", "sft", "dpo"):
         assert f"| {stage} |" in report
     assert "qilin-med" in report and "33.5" in report  # a protocol line and a published number
+    assert "## Retrieval (Qilin-Med-RAG)" in report and "| rag |" in report and "MRR" in report
     assert (micro_run / "plots" / "metrics_by_stage.png").stat().st_size > 1000
     assert (micro_run / "plots" / "training_loss.png").stat().st_size > 1000
     page = (micro_run / "report.html").read_text(encoding="utf-8")

@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", help="EvalConfig key=value settings, e.g. tasks=[cmexam] limit=20")
     e.set_defaults(func=_cmd_eval)
 
+    from qilin.rag.cli import add_parser as add_rag
+
+    add_rag(sub)
+
     rep = sub.add_parser("report", help="write report.md / report.html for a recipe run folder")
     rep.add_argument("run", help="runs/<recipe>")
     rep.set_defaults(func=_cmd_report)

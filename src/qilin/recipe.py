@@ -42,6 +42,8 @@ class Recipe:
     base: dict = doc("Options of the base stage (qilin.train.base.Config): a user's model dir, or the tiny default.", {})
     stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (cpt, sft, dpo) and its options.", [])
     eval: dict = doc("Options of the evaluation after every stage (qilin.eval.suite.EvalConfig).", {})
+    rag: dict | None = doc("Options of the rag stage (qilin.rag.stage.Config): index the CPT corpus and evaluate "
+                           "the final model with retrieval (Qilin-Med-RAG); null = no rag stage.", None)
     report: bool = doc("Write report.md / report.html at the end.", True)
 
 
@@ -86,7 +88,25 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
                   "out": run.path, "model": previous_model}
         steps.append((name, run, qconfig.build(module.Config, values, f"stages[{i}] ({name})")))
         previous_model = run.model_dir
+    if recipe.rag is not None:
+        steps.append(_rag_step(recipe, out / f"{len(steps):02d}-rag", data_run.path, previous_model))
     return steps
+
+
+def _rag_step(recipe: Recipe, folder: Path, data_dir: Path, model: Path) -> tuple[str, RunFolder, object]:
+    """Qilin-Med-RAG: BM25 over the CPT corpus (METHODS.md 1), the final model evaluated with it."""
+    from qilin.rag import stage
+
+    values = {"corpus": [data_dir / "train" / "cpt.jsonl"], "data": data_dir, "model": model,
+              "eval": _eval_values(recipe, data_dir), **recipe.rag, "out": folder}
+    return "rag", RunFolder(folder), qconfig.build(stage.Config, values, "rag")
+
+
+def _eval_values(recipe: Recipe, data_dir: Path) -> dict:
+    """The recipe's evaluation options; the unigram baseline beside each perplexity is fit on the text
+    the models were trained on."""
+    unigram = [str(data_dir / "train" / f) for f in ("pretrain_general.jsonl", "cpt.jsonl")]
+    return {"unigram_train": unigram, **recipe.eval}
 
 
 def run_recipe(recipe: Recipe) -> Path:
@@ -97,9 +117,7 @@ def run_recipe(recipe: Recipe) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     steps = plan(recipe)
     data_dir = steps[0][1].path
-    # The unigram baseline beside each perplexity is fit on the text the models were trained on.
-    unigram = [str(data_dir / "train" / f) for f in ("pretrain_general.jsonl", "cpt.jsonl")]
-    eval_cfg = qconfig.build(EvalConfig, {"unigram_train": unigram, **recipe.eval}, "eval")
+    eval_cfg = qconfig.build(EvalConfig, _eval_values(recipe, data_dir), "eval")
     atomic_write_json(out / "recipe.json", {"name": recipe.name, "seed": recipe.seed,
                                             "steps": [[n, r.path.name] for n, r, _ in steps]})
     atomic_write_text(out / "recipe.yaml", qconfig.dump(recipe))
@@ -168,6 +186,8 @@ def _module_of(name: str):
         return importlib.import_module("qilin.data.prepare")
     if name == "base":
         return importlib.import_module("qilin.train.base")
+    if name == "rag":
+        return importlib.import_module("qilin.rag.stage")
     return importlib.import_module(STAGES[name])
 
 

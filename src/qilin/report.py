@@ -122,6 +122,7 @@ def _markdown(info: dict, plots: dict[str, Path]) -> str:
            "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(r) + " |" for r in _table_rows(info)]
     out += ["", "## What each stage is for", ""] + [f"- {c}" for c in _checks(info)]
+    out += _rag_lines(info)
     out += ["", "## Reference lines", ""] + [f"- {line}" for line in _reference_lines(info)]
     out += ["", "## Protocols", ""]
     out += [f"- `{k}`: {v}" for k, v in sorted(_protocols(info).items()) if k in COLUMNS or "." in k]
@@ -136,6 +137,29 @@ def _markdown(info: dict, plots: dict[str, Path]) -> str:
     out += ["", "## Data", ""] + _data_lines(info)
     out += ["", "## Plots", ""] + [f"![{k}](plots/{p.name})" for k, p in plots.items()]
     return "\n".join(out) + "\n"
+
+
+def _rag_lines(info: dict) -> list[str]:
+    """The Qilin-Med-RAG comparison (final model with vs without retrieval) and retrieval quality."""
+    stages = _evaluated(info)
+    rag = next((s for s in stages if s["name"] == "rag"), None)
+    if rag is None:
+        return []
+    before = [s for s in stages if s["name"] != "rag"][-1]
+    out = ["", "## Retrieval (Qilin-Med-RAG)", "",
+           f"Row `rag` is the final model (`{before['name']}`) with the top passages of a BM25 index over the "
+           "CPT corpus placed before each question; same tasks and protocols otherwise.", ""]
+    for key in ("cmexam.accuracy", "cmexam.accuracy_logits", "dialogue.bleu1", "dialogue.rouge1"):
+        a, b = before["eval"]["metrics"].get(key), rag["eval"]["metrics"].get(key)
+        if a is None or b is None:
+            continue
+        verdict = "helps" if b > a else ("changes nothing" if b == a else "does not help")
+        out.append(f"- retrieval {verdict} on `{key}`: {_fmt(key, a)} without, {_fmt(key, b)} with")
+    table = (rag["train"] or {}).get("table_md")
+    if table:
+        out += ["", "Retrieval quality (question-to-answer: each question's own answer among all answers):", "",
+                *table.strip().splitlines()]
+    return out
 
 
 def _reference_lines(info: dict) -> list[str]:
