@@ -57,10 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(title="data commands", metavar="COMMAND")
     _add_stage(data_sub, "prepare", "qilin.data.prepare",
                "split the bundled data into training sets and held-out evaluation sets, with a data card")
-    d = data_sub.add_parser("check", help="validate one data file: counts, or the first problem with file, line, field")
-    d.add_argument("path")
-    d.add_argument("--format", help="one of the reader formats; detected when omitted")
-    d.set_defaults(func=_cmd_check)
+    from qilin.data.cli import add_commands  # light: heavy imports happen inside the commands
+
+    add_commands(data_sub)
 
     for name, (module, text) in STAGE_COMMANDS.items():
         _add_stage(sub, name, module, text)
@@ -130,21 +129,6 @@ def _cmd_eval(args) -> int:
     result = evaluate(Path(args.model), Path(args.data), cfg, Path(args.out))
     for name, value in result["metrics"].items():
         print(f"{name:<32} {value:>10.4f}   [{result['protocols'].get(name, '')}]")
-    return 0
-
-
-def _cmd_check(args) -> int:
-    from collections import Counter
-
-    from qilin.data.readers import READERS, detect_format
-
-    path = Path(args.path)
-    fmt = args.format or detect_format(path)
-    if fmt not in READERS:
-        raise QilinError(f"--format {fmt!r} is not one of {', '.join(READERS)}")
-    sources = Counter(rec.get("source", "?") for rec in READERS[fmt](path))
-    how = "given" if args.format else "detected"
-    print(f"{path}: format {fmt} ({how}); {sum(sources.values())} records OK")
     return 0
 
 

@@ -111,7 +111,7 @@ def test_qa_text_triples():
     triples = list(readers.read_triples(FIX / "triples.tsv"))
     assert len(triples) == 4 and triples[0]["relation"] == "病原体"
     e = fails("triples", "triples_bad.tsv")
-    assert e.line == 2 and "found 2" in str(e)
+    assert (e.line, e.field) == (2, "tail") and "missing" in str(e)
 
 
 def test_broken_json_empty_file_non_utf8():

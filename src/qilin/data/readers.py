@@ -70,7 +70,9 @@ def _records(path: Path, items: Iterable[tuple[int, object]], parse: Callable, o
 def _note(skipped: list | dict | None, e: InputError) -> None:
     if skipped is None:
         return
-    if isinstance(skipped, dict):  # a Counter: count by reason
+    if hasattr(skipped, "note"):  # the builder's log: counts reasons and keeps the first messages
+        skipped.note(e)
+    elif isinstance(skipped, dict):  # a Counter: count by reason
         skipped[e.reason] = skipped.get(e.reason, 0) + 1
     else:
         skipped.append(str(e))
@@ -127,8 +129,10 @@ def _next_row(path: Path, reader, start: int) -> list | None:
 
 
 def _row_dict(path: Path, line: int, header: list, row: list) -> dict:
+    """The row as {column: value}; a short row names the first missing column, a long one the first extra."""
     if len(row) != len(header):
-        raise InputError(path, line, None, f"expected {len(header)} fields as in the header, found {len(row)}")
+        field = header[len(row)] if len(row) < len(header) else f"column {len(header) + 1} (extra)"
+        raise InputError(path, line, field, f"expected {len(header)} fields as in the header, found {len(row)}")
     return dict(zip(header, row))
 
 
@@ -429,24 +433,75 @@ def read_text(path: str | Path, *, on_error: str = "raise", skipped: list | dict
         "id": f"{source}-{line}", "text": raw.strip(), "source": source}, on_error, skipped)
 
 
+TRIPLE_KEYS = ("head", "relation", "tail")
+
+
 def read_triples(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
                  source: str | None = None) -> Iterator[dict]:
-    """Knowledge-graph triples, TSV `head<TAB>relation<TAB>tail`; `#` comments and a header line allowed."""
+    """Knowledge-graph triples -> `{"id", "head", "relation", "tail"}`, by extension:
+    TSV (or .txt) `head<TAB>relation<TAB>tail` with `#` comments and an optional header line;
+    CSV with columns head, relation, tail; JSONL objects with keys head, relation, tail.
+    """
+    path = Path(path)
+    source = source or path.stem
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        items, parse = _csv_items(path, TRIPLE_KEYS), lambda raw, line: _row_dict(path, line, *raw)
+    elif suffix == ".jsonl":
+        items, parse = _jsonl_items(path), lambda raw, line: _json_object(path, line, raw)
+    else:
+        items = ((n, line) for n, line in _lines(path)
+                 if line.strip() and not line.lstrip().startswith("#")
+                 and line.strip().lower() != "head\trelation\ttail")
+        parse = lambda raw, line: _tsv_triple(path, line, raw)  # noqa: E731
+
+    def triple(raw, line, index):
+        obj = parse(raw, line)
+        return {"id": f"{source}-{line}", **{k: _string(path, line, obj, k) for k in TRIPLE_KEYS},
+                "source": source}
+
+    yield from _records(path, items, triple, on_error, skipped)
+
+
+def _tsv_triple(path: Path, line: int, raw: str) -> dict:
+    parts = [p.strip() for p in raw.rstrip("\r\n").split("\t")]
+    if len(parts) > 3:
+        raise InputError(path, line, "column 4 (extra)", f"expected 3 tab-separated fields (head, relation, tail), "
+                                                         f"found {len(parts)}")
+    return dict(zip(TRIPLE_KEYS, parts))
+
+
+ENTITY_KEYS = ("entity", "name", "名称", "实体")
+
+
+def read_kg_entities(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
+                     source: str | None = None) -> Iterator[dict]:
+    """Per-entity knowledge-graph records, JSONL: `{"entity" (or "name"): X, relation: tail or [tails], ...}`,
+    or the relations nested under `"relations"` -> `{"id", "entity", "relations": {relation: [tails]}}`.
+    """
     path = Path(path)
     source = source or path.stem
 
     def parse(raw, line, index):
-        parts = [p.strip() for p in raw.rstrip("\r\n").split("\t")]
-        if len(parts) != 3 or not all(parts):
-            raise InputError(path, line, None, f"expected 3 non-empty tab-separated fields "
-                                               f"(head, relation, tail), found {len(parts)}")
-        return {"id": f"{source}-{line}", "head": parts[0], "relation": parts[1], "tail": parts[2],
+        obj = _json_object(path, line, raw)
+        key = next((k for k in ENTITY_KEYS if k in obj), None)
+        if key is None:
+            raise InputError(path, line, "entity", f"missing (expected one of the keys {', '.join(ENTITY_KEYS)})")
+        entity = _string(path, line, obj, key)
+        fields = obj["relations"] if isinstance(obj.get("relations"), dict) else {
+            k: v for k, v in obj.items() if k not in (key, "id", "relations")}
+        relations = {}
+        for rel, value in fields.items():
+            tails = value if isinstance(value, list) else [value]
+            if not tails or not all(isinstance(t, (str, int, float)) and str(t).strip() for t in tails):
+                raise InputError(path, line, str(rel), "expected a non-empty string or list of strings")
+            relations[str(rel).strip()] = [str(t).strip() for t in tails]
+        if not relations:
+            raise InputError(path, line, "relations", "the entity has no relations")
+        return {"id": str(obj.get("id", f"{source}-{line}")), "entity": entity, "relations": relations,
                 "source": source}
 
-    items = ((n, line) for n, line in _lines(path)
-             if line.strip() and not line.lstrip().startswith("#")
-             and line.strip().lower() != "head\trelation\ttail")
-    yield from _records(path, items, parse, on_error, skipped)
+    yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
 
 
 # ---------------------------------------------------------------- registry and detection
@@ -461,6 +516,7 @@ READERS: dict[str, Callable[..., Iterator[dict]]] = {
     "qa": read_qa,
     "text": read_text,
     "triples": read_triples,
+    "kg-entities": read_kg_entities,
 }
 
 
@@ -503,6 +559,8 @@ def _csv_format(columns: set[str]) -> str | None:
         return "cmmlu"
     if {"ask", "answer"} <= columns:
         return "dialogue-csv"
+    if set(TRIPLE_KEYS) <= columns:
+        return "triples"
     return None
 
 
@@ -515,5 +573,9 @@ def _jsonl_format(path: Path) -> str | None:
             return "sharegpt"
         if {"问", "答"} <= keys or {"question", "answer"} <= keys:
             return "qa"
+        if set(TRIPLE_KEYS) <= keys:
+            return "triples"
+        if keys & set(ENTITY_KEYS):
+            return "kg-entities"
         return None
     return None

@@ -1,0 +1,442 @@
+"""`qilin data build SOURCES.yaml --out DIR`: heterogeneous sources -> stage datasets + data card.
+
+    DIR/train/<output>.jsonl (+ .parquet)   one per output of the sources file (default: pretrain,
+                                            sft, preference), TRL column names plus `source` (and `id`)
+    DIR/eval/<set>.jsonl (+ .parquet)       held-out evaluation sets
+    DIR/card.json, DIR/card.md              every input record accounted for, per source
+
+The passes, each streaming over the sources (nothing is loaded whole except the evaluation sets, a
+knowledge graph being grouped by entity, and a JSON-list file such as CMB-Clin):
+1. hold out: reservoir-sample each evaluation set from its source (seeded, disjoint groups);
+   evaluation-only sources (benchmarks) are read whole here. The contamination index is built from
+   every evaluation item (character n-grams, overlap.py).
+2. stage: read -> clean (normalise, strip HTML, scrub PII) -> convert to each output's items ->
+   drop empty / over-long -> exact and near dedup per output (across sources: the first seen wins)
+   -> match against the contamination index -> append to a staging file per (output, source).
+3. decontaminate: the matches decide which staged items overlap an evaluation item (the
+   boilerplate rule needs the counts over all training items, hence after pass 2).
+4. mix and write: per output, seeded counts per source (weights, general-to-medical ratio, cap),
+   selection sampling, a random interleave of the sources; JSONL and Parquet side by side.
+
+The folder is built under a temporary name next to DIR and renamed at the end: a failed build
+(a malformed record with on_error=raise, an interrupt) leaves nothing half-written in DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from qilin.data import overlap, readers
+from qilin.data.card import make_card, write_card
+from qilin.data.clean import clean_record
+from qilin.data.convert import contents, dialogue_question, eval_item, eval_texts, main_text, to_item
+from qilin.data.dedup import Deduper
+from qilin.data.kg import group_triples, render_entity
+from qilin.data.mix import interleave, select, targets
+from qilin.data.sources import Source, Spec, source_files
+from qilin.errors import QilinError
+
+FATES = ("empty", "too_long", "exact_duplicate", "near_duplicate", "contamination", "mix_dropped")
+PARQUET_BATCH = 10_000
+
+
+class SkipLog:
+    """Malformed records skipped by a reader: counted by reason, the first few kept verbatim."""
+
+    def __init__(self, keep: int = 20):
+        self.reasons: Counter = Counter()
+        self.messages: list[str] = []
+        self.keep = keep
+
+    def note(self, e) -> None:
+        self.reasons[f"field '{e.field}': {e.reason}" if e.field else e.reason] += 1
+        if len(self.messages) < self.keep:
+            self.messages.append(str(e))
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+
+def build(spec: Spec, out: str | Path, on_error: str = "raise", sources_file: str | None = None) -> dict:
+    """Build the datasets of `spec` into `out` (which must not exist, or be empty); return the card."""
+    if on_error not in ("raise", "skip"):
+        raise QilinError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise QilinError(f"{out}: already exists and is not empty; remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        card = _build(spec, tmp, on_error, sources_file)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return card
+
+
+def _build(spec: Spec, root: Path, on_error: str, sources_file: str | None) -> dict:
+    start = time.time()
+    stats = {s.name: _new_stats(s, spec) for s in spec.sources}
+    evals, held = hold_out(spec, stats, on_error)
+    index = overlap.build_index(((label, r["id"], text) for name, items in evals.items() for r in items
+                                 for label, text in eval_texts(name, r)), spec.contamination.ngram)
+    staging = root / ".staging"
+    staged, matched = stage_training(spec, stats, held, index, staging, on_error)
+    removed = decontaminate(matched, index, spec)
+    copies, mixing = plan(spec, staged, removed)
+    removed.update(recheck(spec, copies, matched, index))
+    _account(stats, staged, copies, removed)
+    files = write_outputs(spec, stats, copies, staging, root)
+    for o in mixing:
+        mixing[o]["written"] = {s: stats[s]["outputs"][o]["written"] for s in staged[o]}
+    files.update(write_evals(spec, evals, root))
+    shutil.rmtree(staging)
+    card = make_card(spec, stats, files, mixing, removed, sources_file, time.time() - start)
+    write_card(root, card)
+    return card
+
+
+def _new_stats(s: Source, spec: Spec) -> dict:
+    outs = [o for o, out in spec.outputs.items() if out.stage in s.stages and s.domain in out.domains]
+    return {"read": 0, "skipped": SkipLog(), "held_out": Counter(), "training": 0, "cleaning": Counter(),
+            "kg": Counter(), "bytes": 0, "outputs": {o: Counter({"converted": 0}) for o in outs}}
+
+
+def read_source(s: Source, spec: Spec, on_error: str, log: SkipLog | None, stats: dict | None = None):
+    """The records of every file of a source, with the source's name; dialogue titles fixed."""
+    files = getattr(s, "file_formats", None) or {f: s.format for f in source_files(s, spec.base_dir)}
+    for f, fmt in files.items():
+        if stats is not None:
+            stats["bytes"] += sum(p.stat().st_size for p in ([f] if f.is_file() else f.glob("*.csv")))
+        for rec in readers.READERS[fmt](f, on_error=s.on_error or on_error, skipped=log, source=s.name):
+            if len(files) > 1:
+                rec["id"] = f"{f.stem}/{rec['id']}"
+            yield dialogue_question(rec) if fmt == "dialogue-csv" else rec
+
+
+# ---------------------------------------------------------------- pass 1: held-out evaluation sets
+
+def hold_out(spec: Spec, stats: dict, on_error: str) -> tuple[dict[str, list[dict]], dict[str, set[int]]]:
+    """{set: items} and {source: positions held out}: reservoir samples, seeded per source.
+
+    A source's holds are drawn together as disjoint groups from one sample (so two sets never share an
+    item), each group in file order. Positions count the valid records of the source, so pass 2, which
+    skips the same malformed records, finds the same items.
+    """
+    evals: dict[str, list[dict]] = {}
+    held: dict[str, set[int]] = {}
+    for s in spec.sources:
+        if not s.eval:
+            continue
+        eval_only = not s.stages
+        log = stats[s.name]["skipped"] if eval_only else SkipLog()
+        picked = _sample(s, spec, on_error, log, stats[s.name] if eval_only else None)
+        held[s.name] = {pos for group in picked for pos, _ in group}
+        for hold, group in zip(s.eval, picked):
+            items = [eval_item(clean_record(r, stats[s.name]["cleaning"], spec.scrub_pii), hold.shape)
+                     for _, r in group]
+            evals.setdefault(hold.set, []).extend(items)
+            stats[s.name]["held_out"][hold.set] += len(items)
+    return evals, held
+
+
+def _sample(s: Source, spec: Spec, on_error: str, log: SkipLog, count: dict | None) -> list[list[tuple[int, dict]]]:
+    sizes = [h.size for h in s.eval]
+    if None in sizes and len(sizes) > 1:
+        raise QilinError(f"source '{s.name}': a hold with size null takes every item; it must be the only one")
+    min_chars = max(h.min_chars for h in s.eval)
+    k = None if None in sizes else sum(sizes)
+    rng = random.Random(f"{spec.seed}:{s.name}")  # a str seed is hashed with SHA-512: stable across runs
+    reservoir: list[tuple[int, dict]] = []
+    eligible = 0
+    for pos, rec in enumerate(read_source(s, spec, on_error, log, count)):
+        if count is not None:
+            count["read"] += 1
+        if len(main_text(rec)) < min_chars:
+            continue
+        eligible += 1
+        if k is None or len(reservoir) < k:
+            reservoir.append((pos, rec))
+        elif (j := rng.randrange(eligible)) < k:  # Algorithm R: each eligible record kept with p = k / eligible
+            reservoir[j] = (pos, rec)
+    if count is not None:
+        count["read"] += log.total
+    if k is None:
+        return [reservoir]
+    if eligible < k:
+        raise QilinError(f"{s.name}: {k} items asked for evaluation, only {eligible} available")
+    reservoir.sort(key=lambda x: x[0])
+    rng.shuffle(reservoir)
+    groups, at = [], 0
+    for size in sizes:
+        groups.append(sorted(reservoir[at:at + size], key=lambda x: x[0]))
+        at += size
+    return groups
+
+
+# ---------------------------------------------------------------- pass 2: clean, convert, dedup, stage
+
+def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Path, on_error: str):
+    """Write each (output, source)'s surviving items to staging; return their counts and the overlaps."""
+    d = spec.dedup
+    dedupers = {o: Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold) for o in spec.outputs}
+    staged: dict[str, dict[str, int]] = {o: {} for o in spec.outputs}
+    matched: dict[tuple[str, str, int], tuple[set, str, str]] = {}
+    for s in spec.sources:
+        if not s.stages:
+            continue
+        st = stats[s.name]
+        files = {o: open(_staging_file(staging, o, s.name), "w", encoding="utf-8") for o in st["outputs"]}
+        try:
+            for o in files:
+                staged[o][s.name] = 0
+            for rec in _training_records(s, spec, st, held.get(s.name, set()), on_error):
+                for o, f in files.items():
+                    item = to_item(spec.outputs[o].stage, rec)
+                    fate = _fate(item, spec, dedupers[o])
+                    st["outputs"][o]["converted"] += 1
+                    if fate:
+                        st["outputs"][o][fate] += 1
+                        continue
+                    text = "\n".join(contents(item))
+                    found = overlap.match([text], index)[0]
+                    if found:
+                        matched[(o, s.name, staged[o][s.name])] = (found, item["id"], text[:40])
+                    f.write(json.dumps(item, ensure_ascii=False) + "\n")
+                    staged[o][s.name] += 1
+        finally:
+            for f in files.values():
+                f.close()
+    return staged, matched
+
+
+def _staging_file(staging: Path, output: str, source: str) -> Path:
+    path = staging / output / f"{source}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _training_records(s: Source, spec: Spec, st: dict, held: set[int], on_error: str):
+    """Cleaned records of a source not held out; a knowledge graph as one record per entity."""
+    records = read_source(s, spec, on_error, st["skipped"], st)
+    if s.kind == "kg":
+        yield from _kg_records(s, spec, st, records)
+        return
+    for pos, rec in enumerate(records):
+        st["read"] += 1
+        if pos in held:
+            continue
+        st["training"] += 1
+        yield clean_record(rec, st["cleaning"], spec.scrub_pii)
+    st["read"] += st["skipped"].total
+
+
+def _kg_records(s: Source, spec: Spec, st: dict, records):
+    """Triples (or entity records) grouped by head entity in memory, then one paragraph each."""
+    def facts():
+        for rec in records:
+            st["read"] += 1
+            st["training"] += 1
+            rec = clean_record(rec, st["cleaning"], spec.scrub_pii)
+            if "relations" in rec:
+                yield from ({"head": rec["entity"], "relation": r, "tail": t}
+                            for r, tails in rec["relations"].items() for t in tails)
+            else:
+                yield rec
+
+    entities, repeated = group_triples(facts())
+    st["read"] += st["skipped"].total
+    st["kg"].update(entities=len(entities), repeated_facts=repeated,
+                    facts=sum(len(t) for rels in entities.values() for t in rels.values()))
+    for head, relations in entities.items():
+        yield render_entity(head, relations, s.name, s.templates)
+
+
+def _fate(item: dict, spec: Spec, dedup: Deduper) -> str | None:
+    """Why an item is dropped before staging (empty, over-long, duplicate), or None to keep it."""
+    parts = contents(item)
+    n = sum(len(p) for p in parts)
+    if n < spec.min_chars or not all(p.strip() for p in parts):
+        return "empty"
+    if n > spec.max_chars:
+        return "too_long"
+    if spec.dedup.exact or spec.dedup.near:
+        dup = dedup.seen("\n".join(parts))
+        if dup:
+            return f"{dup}_duplicate"
+    return None
+
+
+# ---------------------------------------------------------------- pass 3: contamination
+
+def decontaminate(matched: dict, index: dict, spec: Spec, keys=None) -> dict[tuple[str, str, int], dict]:
+    """Staged items (all, or `keys`) that overlap an evaluation item -> {"id", "start", "matches"}.
+
+    The check repeats on what is kept until nothing overlaps: removing items can push an n-gram under
+    the boilerplate threshold and so expose another overlap. The written files thus pass the check.
+    """
+    c = spec.contamination
+    keys = list(matched if keys is None else keys)
+    removed = {}
+    while keys:
+        hits = overlap.check_matched([matched[k][0] for k in keys], index, c.min_shared, c.min_coverage,
+                                     c.max_train_docs)
+        if not any(hits):
+            break
+        for k, h in zip(keys, hits):
+            if h:
+                removed[k] = {"id": matched[k][1], "start": matched[k][2], "matches": h[:3]}
+        keys = [k for k, h in zip(keys, hits) if not h]
+    return removed
+
+
+# ---------------------------------------------------------------- pass 4: mix and write
+
+def plan(spec: Spec, staged: dict, removed: dict) -> tuple[dict, dict]:
+    """{(output, source): bytearray of copies per staged item}, and the mixing notes per output.
+
+    Selection sampling needs only counts and the seed, so the whole mix is decided before writing;
+    a bytearray per source (one byte per item) is the only memory it takes.
+    """
+    weights = {s.name: s.weight for s in spec.sources}
+    domains = {s.name: s.domain for s in spec.sources}
+    copies, notes = {}, {}
+    for o, out in spec.outputs.items():
+        gone: dict[str, set[int]] = {s: set() for s in staged[o]}
+        for (oo, ss, pos) in removed:
+            if oo == o:
+                gone[ss].add(pos)
+        counts = {s: n - len(gone[s]) for s, n in staged[o].items()}
+        want, note = targets(counts, weights, domains, out.general_ratio, out.max_items)
+        notes[o] = {"stage": out.stage, "domains": out.domains, **note}
+        for s, n in staged[o].items():
+            arr = bytearray(n)
+            alive = [i for i in range(n) if i not in gone[s]] if gone[s] else range(n)
+            rng, k = random.Random(f"{spec.seed}:mix:{o}:{s}"), want[s]
+            while k > 0 and counts[s] > 0:  # whole passes while k exceeds the items, then a sample
+                take = min(counts[s], k)
+                for i, chosen in zip(alive, select(counts[s], take, rng)):
+                    arr[i] += chosen
+                k -= take
+            copies[(o, s)] = arr
+    return copies, notes
+
+
+def recheck(spec: Spec, copies: dict, matched: dict, index: dict) -> dict:
+    """The contamination check again on exactly the items to be written (their boilerplate counts
+    differ from the staged ones' once caps and ratios sample them); newly overlapping items are dropped."""
+    keys = [k for k in matched if copies[(k[0], k[1])][k[2]]]
+    again = decontaminate(matched, index, spec, keys)
+    for (o, s, pos) in again:
+        copies[(o, s)][pos] = 0
+    return again
+
+
+def write_outputs(spec: Spec, stats: dict, copies: dict, staging: Path, root: Path) -> dict:
+    """Each training file: the planned copies of every source, interleaved at random (seeded)."""
+    files = {}
+    for o, out in spec.outputs.items():
+        streams = {}
+        for (oo, s), arr in copies.items():
+            if oo == o:
+                streams[s] = (sum(arr), _source_stream(staging / o / f"{s}.jsonl", arr, spec.keep_ids))
+        items = interleave(streams, random.Random(f"{spec.seed}:order:{o}"))
+        files[f"train/{o}.jsonl"] = _write_set(root / "train" / o, items, _schema(out.stage, spec.keep_ids),
+                                               spec.parquet)
+    return files
+
+
+def _source_stream(path: Path, copies: bytearray, keep_ids: bool):
+    """A staged source's items, pass p yielding those with more than p copies (repeats stay apart)."""
+    for p in range(max(copies, default=0)):
+        with open(path, encoding="utf-8") as f:
+            for pos, line in enumerate(f):
+                if copies[pos] > p:
+                    item = json.loads(line)
+                    if not keep_ids:
+                        del item["id"]
+                    yield item
+
+
+def _account(stats: dict, staged: dict, copies: dict, removed: dict) -> None:
+    """Fates after mixing: contamination, mix_dropped, repeated, written per (output, source)."""
+    for (o, s, _) in removed:
+        stats[s]["outputs"][o]["contamination"] += 1
+    for (o, s), arr in copies.items():
+        c = stats[s]["outputs"][o]
+        gone = sum(1 for (oo, ss, _) in removed if oo == o and ss == s)
+        c["written"] = sum(arr)
+        c["repeated"] = sum(x - 1 for x in arr if x > 1)
+        c["mix_dropped"] = staged[o][s] - gone - sum(1 for x in arr if x)
+
+
+def _write_set(stem: Path, items, schema, parquet: bool) -> dict:
+    """Write items to stem.jsonl (and stem.parquet, in batches); return count, characters, sources."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    count, chars, sources = 0, 0, Counter()
+    writer, batch = None, []
+    with open(stem.with_suffix(".jsonl"), "w", encoding="utf-8") as f:
+        for item in items:
+            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+            count += 1
+            chars += sum(len(s) for s in contents(item))
+            sources[item["source"]] += 1
+            if parquet:
+                batch.append(item)
+                if len(batch) >= PARQUET_BATCH and schema is not None:
+                    writer = _flush(batch, writer, stem, schema, final=False)
+        if parquet:
+            writer = _flush(batch, writer, stem, schema, final=True)
+    if parquet and writer is None:  # no rows: an empty file with the stage's schema
+        pq.write_table(pa.Table.from_pylist([], schema=schema or pa.schema([("source", pa.string())])),
+                       stem.with_suffix(".parquet"))
+    return {"count": count, "characters": chars, "tokens": None, "sources": dict(sources)}
+
+
+def _flush(batch: list, writer, stem: Path, schema, final: bool):
+    """Training sets stream in batches under a fixed schema; an evaluation set (no fixed schema: option
+    letters vary) is written in one piece at the end so that its schema covers every row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if schema is None and not final:
+        return writer
+    if batch:
+        table = pa.Table.from_pylist(batch, schema=schema)
+        if writer is None:
+            writer = pq.ParquetWriter(stem.with_suffix(".parquet"), table.schema)
+        writer.write_table(table)
+        batch.clear()
+    if final and writer is not None:
+        writer.close()
+    return writer
+
+
+def _schema(stage: str, keep_ids: bool):
+    import pyarrow as pa
+
+    body = {"pretrain": [("text", pa.string())],
+            "sft": [("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))],
+            "preference": [("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string())]}[stage]
+    return pa.schema(([("id", pa.string())] if keep_ids else []) + body + [("source", pa.string())])
+
+
+def write_evals(spec: Spec, evals: dict[str, list[dict]], root: Path) -> dict:
+    return {f"eval/{name}.jsonl": _write_set(root / "eval" / name, items, None, spec.parquet)
+            for name, items in evals.items()}
+
