@@ -64,12 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, (module, text) in STAGE_COMMANDS.items():
         _add_stage(sub, name, module, text)
 
-    e = sub.add_parser("eval", help="evaluate a model on the held-out sets of a data folder")
-    e.add_argument("--model", required=True, help="local Hugging Face model folder")
-    e.add_argument("--data", required=True, help="data folder written by `qilin data prepare` (has eval/)")
-    e.add_argument("--out", required=True, help="folder for metrics.json and predictions/")
-    e.add_argument("overrides", nargs="*", help="EvalConfig key=value settings, e.g. tasks=[cmexam] limit=20")
-    e.set_defaults(func=_cmd_eval)
+    from qilin.eval.cli import add_parser as add_eval
+
+    add_eval(sub)
 
     from qilin.rag.cli import add_parser as add_rag
 
@@ -118,17 +115,6 @@ def _cmd_run(args) -> int:
 
     out = run_recipe(load_recipe(args.recipe, args.overrides))
     print(out)
-    return 0
-
-
-def _cmd_eval(args) -> int:
-    from qilin import config
-    from qilin.eval.suite import EvalConfig, evaluate
-
-    cfg = config.load(EvalConfig, None, args.overrides)
-    result = evaluate(Path(args.model), Path(args.data), cfg, Path(args.out))
-    for name, value in result["metrics"].items():
-        print(f"{name:<32} {value:>10.4f}   [{result['protocols'].get(name, '')}]")
     return 0
 
 

@@ -71,3 +71,22 @@ def test_perplexity_equals_exp_mean_nll_and_windows_cover_every_token(tiny_lm):
     # short windows: still every token after the first of each text, scored exactly once
     short = tiny_lm.token_nll(texts, max_length=4, batch_size=2)
     assert [n for _, n in short] == [n for _, n in per]
+
+
+def test_next_token_logprobs_with_shared_prefix_caches_equals_full_passes(tiny_lm, monkeypatch):
+    """Two groups with prefixes of different lengths (one left-padded prefix pass), their prompts
+    batched across groups, and a lone prompt: all equal to plain full passes."""
+    long = "以下是单项选择题。\n\n题目：高血压患者应当低盐饮食？\nA. 对\nB. 错\n答案是：A\n\n题目："
+    short = "糖尿病的典型症状是多饮、多尿、多食和体重下降。题目："
+    prompts = [long + q for q in ("糖尿病的典型症状？\n答案是：", "感冒通常由病毒引起？答案是：", "阿司匹林\n答案是：")]
+    prompts += [short + q for q in ("高血压？答案：", "感冒？多喝水。答案：")] + ["完全不同的前缀：答案是："]
+    cands = [tiny_lm.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "ABCD"]
+    plain = tiny_lm.next_token_logprobs(prompts, cands, batch_size=2)
+    seen = []
+    real = type(tiny_lm)._grouped
+    monkeypatch.setattr(type(tiny_lm), "_grouped",
+                        lambda self, out, ids, groups, *a: seen.append([n for n, _ in groups]) or real(self, out, ids, groups, *a))
+    shared = tiny_lm.next_token_logprobs(prompts, cands, batch_size=2, groups=["s", "s", "s", "t", "t", "u"])
+    assert len(seen) == 1 and len(seen[0]) == 2 and seen[0][0] != seen[0][1]   # one pass, two prefixes
+    for a, b in zip(plain, shared):
+        assert a == pytest.approx(b, abs=1e-5)

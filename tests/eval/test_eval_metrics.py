@@ -80,3 +80,20 @@ def test_unigram_nll_hand_case():
     assert per[1] == (0.0, 0)
     ppl, n, nll = M.pooled_perplexity(per)
     assert n == 2 and ppl == pytest.approx(math.exp(nll))
+
+
+def test_weighted_prf_matches_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    refs = ["A", "B", "ABD", "C", "A", "E", "B", "A"]
+    preds = ["A", "C", "AB", "C", "", "E", "B", "B"]
+    p, r, f, _ = metrics.precision_recall_fscore_support(refs, preds, average="weighted", zero_division=0)
+    ours = M.weighted_prf(refs, preds)
+    assert ours == pytest.approx({"precision": p, "recall": r, "f1": f}, abs=1e-12)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_qilin_med_word_bleu_matches_sacrebleu(order):
+    ours = M.corpus_bleu([M.words(h) for h in HYPS], [M.words(r) for r in REFS])[f"bleu{order}"]
+    ref = BLEU(tokenize="none", smooth_method="none", max_ngram_order=order)
+    theirs = ref.corpus_score([" ".join(M.words(h)) for h in HYPS], [[" ".join(M.words(r)) for r in REFS]]).score
+    assert ours == pytest.approx(theirs, abs=0.01)

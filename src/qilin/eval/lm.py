@@ -6,13 +6,17 @@ Batching rules, and why:
   derives position ids from the attention mask, so a padded row decodes exactly like an unpadded one;
 - scoring passes pad on the RIGHT: a plain forward call numbers positions 0..T-1 regardless of the
   mask, so left padding would shift the real tokens' positions; with right padding real tokens come
-  first and are untouched by the pads behind them;
+  first and are untouched by the pads behind them (next-token scoring is the exception: it passes
+  position ids itself, see `next_token_logprobs`);
 - batches are sorted by length (less padding, so less wasted compute on CPU); results come back in
-  input order.
+  input order;
+- prompts that share a long prefix (CMMLU's instruction + few-shot examples) compute it once and
+  continue from its KV cache (`next_token_logprobs(groups=...)`).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,9 @@ from qilin.errors import QilinError
 from qilin.eval.metrics import pooled_perplexity
 from qilin.model.chat import prompt_text as chat_prompt
 from qilin.model.chat import stop_token_ids
+
+# A shared prefix shorter than this (in tokens) is never worth a separate forward pass and cache copies.
+MIN_SHARED_PREFIX = 8
 
 
 @dataclass
@@ -89,21 +96,80 @@ class LM:
     # --------------------------------------------------------------------------------- scoring
 
     @torch.inference_mode()
-    def next_token_logprobs(self, prompts: list[str], candidate_token_ids: list[int],
-                            batch_size: int = 16) -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[str], candidate_token_ids: list[int], batch_size: int = 16,
+                            groups: list | None = None) -> list[list[float]]:
         """For each prompt, log p(candidate | prompt) for every candidate id (full-vocabulary
-        softmax), from ONE forward pass per prompt: the `logits` multiple-choice protocol."""
+        softmax), from ONE forward pass per prompt: the `logits` multiple-choice protocol.
+
+        Left padding with explicit position ids (so a padded row is numbered exactly like an
+        unpadded one) puts every prompt's last token in the last column, so the output layer runs
+        on that column only (`logits_to_keep=1`): with a tiny model's 8k-word vocabulary the output
+        layer is a large share of the compute, and all other positions' logits are never needed.
+
+        `groups` (a key per prompt, e.g. the CMMLU subject): the token prefix that all prompts of a
+        group share (instruction + few-shot examples: most of a five-shot prompt) is run once, and
+        its KV cache serves every batch of the group; only the rest of each prompt is computed. A
+        group sharing less than half its prompts' length is batched with the others as usual (the
+        extra pass and cache copies would cost more than they save).
+        """
         ids = [self.encode(p) for p in prompts]
         cand = torch.tensor(candidate_token_ids, device=self.device)
         out: list[list[float]] = [[] for _ in prompts]
-        for idx in _batches(ids, batch_size, "next-token"):
-            input_ids, mask = _pad([ids[i] for i in idx], self.pad_id, left=False, device=self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-            last = logits[torch.arange(len(idx)), mask.sum(1) - 1].float()  # last real position
-            picked = torch.log_softmax(last, dim=-1)[:, cand]
-            for i, row in zip(idx, picked.tolist()):
-                out[i] = row
+        keys = groups if groups is not None else [None] * len(prompts)
+        shared, plain = {}, []  # group -> shared prefix length; prompts batched without a prefix
+        for key in dict.fromkeys(keys):
+            members = [i for i, k in enumerate(keys) if k == key]
+            n = _common_prefix([ids[i] for i in members]) if key is not None and len(members) > 1 else 0
+            if n >= max(MIN_SHARED_PREFIX, sum(len(ids[i]) for i in members) / len(members) / 2):
+                shared[key] = (n, members)
+            else:
+                plain += members
+        chunks = list(shared.values())
+        for c in range(0, len(chunks), batch_size):  # up to batch_size groups share one prefix pass
+            self._grouped(out, ids, chunks[c:c + batch_size], cand, batch_size)
+        for batch in _batches([ids[i] for i in plain], batch_size, "next-token"):
+            idx = [plain[b] for b in batch]
+            self._pick(out, idx, self._last_logits([ids[i] for i in idx]), cand)
         return out
+
+    def _grouped(self, out: list, ids: list[list[int]], groups: list[tuple[int, list[int]]],
+                 cand: torch.Tensor, batch_size: int) -> None:
+        """One forward pass over the groups' prefixes (left-padded, batch = groups), then the
+        prompts' own tokens in length-sorted batches that mix groups, each row continuing its
+        group's row of the prefix cache."""
+        prefixes = [ids[members[0]][:n] for n, members in groups]
+        p_ids, p_mask = _pad(prefixes, self.pad_id, left=True, device=self.device)
+        p_pos = (p_mask.cumsum(1) - 1).clamp(min=0)
+        res = self.model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
+        cache = getattr(res, "cache", None) or res.past_key_values
+        rows = [(g, i) for g, (_, members) in enumerate(groups) for i in members]
+        for batch in _batches([ids[i][groups[g][0]:] for g, i in rows], batch_size, "next-token"):
+            sel = [rows[b] for b in batch]
+            g_idx = torch.tensor([g for g, _ in sel], device=self.device)
+            past = copy.deepcopy(cache)
+            past.batch_select_indices(g_idx)
+            logits = self._last_logits([ids[i][groups[g][0]:] for g, i in sel], past, p_mask[g_idx],
+                                       torch.tensor([groups[g][0] for g, _ in sel], device=self.device))
+            self._pick(out, [i for _, i in sel], logits, cand)
+
+    @staticmethod
+    def _pick(out: list, idx: list[int], logits: torch.Tensor, cand: torch.Tensor) -> None:
+        for i, row in zip(idx, torch.log_softmax(logits, dim=-1)[:, cand].tolist()):
+            out[i] = row
+
+    def _last_logits(self, rows: list[list[int]], past=None, past_mask=None, offsets=None) -> torch.Tensor:
+        """Next-token logits after each row; with `past` (a prefix cache, one row per row here,
+        its padding mask `past_mask` and each row's real prefix length `offsets`) the rows continue it."""
+        input_ids, mask = _pad(rows, self.pad_id, left=True, device=self.device)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        cache = {}
+        if past is not None:
+            positions = positions + offsets[:, None]
+            mask = torch.cat([past_mask, mask], 1)
+            # transformers renamed `past_key_values` to `cache` (5.2x); pass whichever this version takes
+            cache = {_cache_arg(self.model): past}
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=bool(cache),
+                          logits_to_keep=1, **cache).logits[:, -1].float()
 
     def sequence_logprob(self, prompts: list[str], continuations: list[str],
                          batch_size: int = 16) -> list[tuple[float, int]]:
@@ -190,6 +256,21 @@ def _batches(seqs: list[list[int]], batch_size: int, desc: str) -> Iterator[list
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     yield from tqdm(chunks, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+
+
+def _cache_arg(model) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the token prefix all `seqs` share, leaving each at least one token of its own."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        n = next((j for j in range(n) if s[j] != first[j]), n)
+    return max(n, 0)
 
 
 def _pad(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -151,6 +151,25 @@ def dialogue_scores(outputs: list[str], references: list[str]) -> tuple[dict[str
     return out, per
 
 
+def weighted_prf(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """CMExam's weighted precision / recall / F1 over answer strings ("C", "ABD" are classes), as
+    scikit-learn's `precision_recall_fscore_support(average="weighted", zero_division=0)`: per class
+    P, R, F1, averaged with the class's share of the references as weight (a class that is only
+    ever predicted, never a reference, has weight 0). In [0, 1]."""
+    support = Counter(references)
+    predicted = Counter(predictions)
+    hits = Counter(r for r, p in zip(references, predictions, strict=True) if r == p)
+    out = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    total = sum(support.values())
+    for label, n in support.items():
+        p = hits[label] / predicted[label] if predicted[label] else 0.0
+        r = hits[label] / n
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        for key, value in (("precision", p), ("recall", r), ("f1", f)):
+            out[key] += value * n / total
+    return out
+
+
 def mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 

@@ -1,0 +1,98 @@
+"""`qilin eval`: benchmarks on one model (`qilin eval --model DIR --tasks ...`), the equivalent
+lm-evaluation-harness task files (`qilin eval export-lm-eval ...`), and a results view
+(`qilin eval show OUT`). Wired into qilin's CLI by `add_parser(subparsers)`; torch is imported only
+when a model is evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qilin.errors import QilinError
+
+MODES = ("run", "export-lm-eval", "show")
+# tasks.TASKS' names, spelled out so that `qilin --help` does not import torch (a test keeps them equal)
+TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "perplexity", "preference")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    e = sub.add_parser(
+        "eval", help="evaluate a model on Chinese medical benchmarks; export lm-eval tasks; show results",
+        description="qilin eval --model DIR --tasks cmexam,cmmlu-medical [--data T=PATH ...]\n"
+                    "qilin eval export-lm-eval --tasks ... --out DIR\nqilin eval show OUT",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("mode", nargs="?", default="run", choices=MODES,
+                   help="run (default), export-lm-eval, or show (then give the results folder)")
+    e.add_argument("results", nargs="?", help="show: the folder (or results.json) to show")
+    e.add_argument("--model", help="local Hugging Face model folder")
+    e.add_argument("--tasks", help="comma-separated, from: " + ", ".join(TASK_NAMES))
+    e.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
+                   help="a task's full data file or folder (repeatable); default: the bundled demo split")
+    e.add_argument("--protocol", help="comma-separated protocols (or 'all'); each task runs those it knows, "
+                                      "else its defaults")
+    e.add_argument("--shots", type=int, default=0, help="cmmlu-medical: shots from dev (0 or 5 as published)")
+    e.add_argument("--limit", type=int, help="at most N items per task (per subject for cmmlu-medical)")
+    e.add_argument("--batch-size", type=int, default=16, help="prompts per forward / generate batch")
+    e.add_argument("--max-new-tokens", type=int, help="override each generation task's default")
+    e.add_argument("--seed", type=int, default=0, help="recorded; decoding is greedy and shots are first-N")
+    e.add_argument("--skip-bad", action="store_true", help="skip bad items, counted with the reason per item")
+    e.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint to rate CMB-Clin answers")
+    e.add_argument("--judge-model", default="gpt-4", help="model name sent to the judge endpoint")
+    e.add_argument("--out", help="output folder (run: default eval_out; export-lm-eval: required)")
+    e.set_defaults(func=main)
+    return e
+
+
+def main(args) -> int:
+    if args.mode == "show":
+        from qilin.eval.results import show
+
+        if not args.results:
+            raise QilinError("qilin eval show OUT: name the results folder")
+        print(show(args.results))
+        return 0
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    if not tasks:
+        raise QilinError(f"qilin eval {args.mode}: --tasks is required (comma-separated)")
+    data = _data(args.data)
+    settings = _settings(args)
+    if args.mode == "export-lm-eval":
+        from qilin.eval.export import export_lm_eval
+
+        if not args.out:
+            raise QilinError("export-lm-eval: --out DIR is required")
+        for path in export_lm_eval(tasks, data, settings, Path(args.out)):
+            print(path)
+        return 0
+    if not args.model:
+        raise QilinError("qilin eval: --model DIR is required")
+    from qilin.eval.results import format_results, run_eval
+
+    out = Path(args.out or "eval_out")
+    print(format_results(run_eval(Path(args.model), tasks, data, settings, out)))
+    print(out / "results.json")
+    return 0
+
+
+def _data(values: list[str]) -> dict[str, Path]:
+    out = {}
+    for v in values:
+        task, sep, path = v.partition("=")
+        if not sep or not task or not path:
+            raise QilinError(f"--data {v!r}: expected TASK=PATH, e.g. --data cmexam=CMExam/test.csv")
+        out[task.strip()] = Path(path)
+    return out
+
+
+def _settings(args):
+    from qilin.eval.tasks import Settings
+
+    for name in ("shots", "batch_size", "limit", "max_new_tokens"):
+        v = getattr(args, name)
+        if v is not None and (v < 0 or (v == 0 and name not in ("shots",))):
+            raise QilinError(f"--{name.replace('_', '-')} {v}: must be positive")
+    protocols = [p.strip() for p in args.protocol.split(",")] if args.protocol else None
+    return Settings(protocols=protocols, shots=args.shots, limit=args.limit, batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens, seed=args.seed, skip_bad=args.skip_bad,
+                    judge=args.judge, judge_model=args.judge_model)
