@@ -14,6 +14,7 @@ from its last checkpoint, and an evaluation is redone only if its metrics file i
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import time
@@ -31,6 +32,9 @@ log = logging.getLogger("qilin")
 # the data stage's output that each one trains on unless the recipe says otherwise.
 STAGES = {"cpt": "qilin.train.cpt", "sft": "qilin.train.sft", "dpo": "qilin.train.dpo"}
 STAGE_DATA = {"cpt": "train/cpt.jsonl", "sft": "train/sft.jsonl", "dpo": "train/dpo.jsonl"}
+# Stages whose model is not a policy (a reward model): the stages after them keep training the policy
+# before them, and get this model as `reward_model` if their Config has that field.
+NOT_A_POLICY: set[str] = set()
 
 
 @dataclass
@@ -40,7 +44,8 @@ class Recipe:
     seed: int = doc("Seed for data splits and every stage, unless a stage sets its own.", 42)
     data: dict = doc("Options of the data stage (qilin.data.prepare.Config).", {})
     base: dict = doc("Options of the base stage (qilin.train.base.Config): a user's model dir, or the tiny default.", {})
-    stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (cpt, sft, dpo) and its options.", [])
+    stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (a key of STAGES), an optional "
+                             "`name:` (default: the stage; names the folder and the summary row) and its options.", [])
     eval: dict = doc("Options of the evaluation after every stage (qilin.eval.suite.EvalConfig).", {})
     rag: dict | None = doc("Options of the rag stage (qilin.rag.stage.Config): index the CPT corpus and evaluate "
                            "the final model with retrieval (Qilin-Med-RAG); null = no rag stage.", None)
@@ -51,7 +56,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     recipe = qconfig.load(Recipe, path, overrides)
     if recipe.out is None:
         recipe.out = Path("runs") / recipe.name
-    names = [s.get("stage") for s in recipe.stages]
+    names = [s.get("stage") if isinstance(s, dict) else s for s in recipe.stages]
     for i, name in enumerate(names):
         if name not in STAGES:
             raise QilinError(f"{path}: stages[{i}].stage: {name!r} is not one of {', '.join(STAGES)}")
@@ -78,18 +83,25 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
     steps.append(("base", base_run, base_cfg))
 
     # A user's own base model is used in place; the tiny default is written into the base folder.
-    previous_model = Path(recipe.base["model"]) if recipe.base.get("model") else base_run.model_dir
+    policy = Path(recipe.base["model"]) if recipe.base.get("model") else base_run.model_dir
+    reward_model = None
     for i, spec in enumerate(recipe.stages):
         spec = dict(spec)
-        name = spec.pop("stage")
+        kind = spec.pop("stage")
+        name = spec.pop("name", kind)
         run = RunFolder(out / f"{i + 2:02d}-{name}")
-        module = importlib.import_module(STAGES[name])
-        values = {"data": data_run.path / STAGE_DATA[name], **_seeded(spec, recipe.seed),
-                  "out": run.path, "model": previous_model}
+        module = importlib.import_module(STAGES[kind])
+        values = {"data": data_run.path / STAGE_DATA[kind], **_seeded(spec, recipe.seed),
+                  "out": run.path, "model": policy}
+        if reward_model is not None and "reward_model" in {f.name for f in dataclasses.fields(module.Config)}:
+            values.setdefault("reward_model", reward_model)
         steps.append((name, run, qconfig.build(module.Config, values, f"stages[{i}] ({name})")))
-        previous_model = run.model_dir
+        if kind in NOT_A_POLICY:
+            reward_model = run.model_dir  # the next stages keep training the policy, scored by this model
+        else:
+            policy = run.model_dir
     if recipe.rag is not None:
-        steps.append(_rag_step(recipe, out / f"{len(steps):02d}-rag", data_run.path, previous_model))
+        steps.append(_rag_step(recipe, out / f"{len(steps):02d}-rag", data_run.path, policy))
     return steps
 
 
@@ -144,6 +156,9 @@ def write_summary(out: Path) -> Path:
         metrics_file = out / folder / "eval" / "metrics.json"
         if metrics_file.is_file():
             summary[name] = read_json(metrics_file)["metrics"]
+        rows_file = out / folder / "eval" / "rows.json"  # a stage with several rows (e.g. per round)
+        if rows_file.is_file():
+            summary.update(read_json(rows_file))
     return atomic_write_json(out / "summary.json", summary)
 
 
@@ -155,8 +170,10 @@ def _run_step(name: str, run: RunFolder, cfg: object, k: int, total: int) -> Non
     log.info("[%d/%d] %s: %s%s", k, total, name, "resuming from " + resume.name if resume else "running",
              f" -> {run.path}")
     started = time.time()
-    _module_of(name).run(cfg)
-    log.info("[%d/%d] %s: done in %.0f s", k, total, name, time.time() - started)
+    importlib.import_module(type(cfg).__module__).run(cfg)  # every stage config lives beside its run()
+    _release_memory()
+    log.info("[%d/%d] %s: done in %.0f s (peak memory so far %.0f MB)", k, total, name, time.time() - started,
+             _peak_rss_mb())
 
 
 def _evaluate(name: str, run: RunFolder, data_dir: Path, eval_cfg: object) -> None:
@@ -167,6 +184,7 @@ def _evaluate(name: str, run: RunFolder, data_dir: Path, eval_cfg: object) -> No
         return
     log.info("evaluating %s", name)
     evaluate(_model_of(run), data_dir, eval_cfg, target)
+    _release_memory()
 
 
 def _count_tokens(data_dir: Path, base_run: RunFolder) -> None:
@@ -181,22 +199,28 @@ def _count_tokens(data_dir: Path, base_run: RunFolder) -> None:
     add_token_counts(data_dir, AutoTokenizer.from_pretrained(_model_of(base_run)))
 
 
-def _module_of(name: str):
-    if name == "data":
-        return importlib.import_module("qilin.data.prepare")
-    if name == "base":
-        return importlib.import_module("qilin.train.base")
-    if name == "rag":
-        return importlib.import_module("qilin.rag.stage")
-    return importlib.import_module(STAGES[name])
-
-
 def _model_of(run: RunFolder) -> Path:
     """The model a stage produced: its manifest says (base may point at a user's own folder)."""
     manifest = run.path / "manifest.json"
     if manifest.is_file():
         return Path(read_json(manifest).get("model") or run.model_dir)
     return run.model_dir
+
+
+def _release_memory() -> None:
+    """Hand the memory of a finished stage (models, datasets, optimizer state) back to the system.
+
+    Stages run one after another in this process; without this, glibc keeps the freed arenas and the
+    resident size of a whole recipe grows with every stage.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def _peak_rss_mb() -> float:
