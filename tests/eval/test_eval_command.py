@@ -247,3 +247,25 @@ def test_the_parser_is_light_and_names_every_task():
     code = "import sys, argparse, qilin.eval.cli as c; c.add_parser(argparse.ArgumentParser().add_subparsers()); " \
            "print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_rag_puts_passages_before_each_question_and_records_their_ids(tiny_model_dir, files, tmp_path):
+    from qilin.rag.index import IndexConfig, build_index
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "感冒时应当多休息，多喝水。"}\n{"text": "高血压患者应当低盐饮食，定期测量血压。"}\n',
+                      encoding="utf-8")
+    build_index([corpus], tmp_path / "index", IndexConfig())
+    out = tmp_path / "out"
+    code, err = qilin("--model", str(tiny_model_dir), "--tasks", "dialogue,preference", *data_args(files)[6:8],
+                      *data_args(files)[10:], "--rag", str(tmp_path / "index"), "--rag-k", "1",
+                      "--max-new-tokens", "4", "--out", str(out))
+    assert code == 0, err
+    lines = [json.loads(x) for x in (out / "predictions" / "dialogue.jsonl").read_text(encoding="utf-8").splitlines()]
+    first = next(x for x in lines if "感冒" in x["prompt"])
+    assert "以下是参考资料" in first["prompt"] and "多喝水" in first["prompt"] and len(first["passages"]) == 1
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert res["settings"]["rag"] == str(tmp_path / "index") and res["settings"]["rag_k"] == 1
+    code, err = qilin("--model", str(tiny_model_dir), "--tasks", "dialogue", *data_args(files)[6:8],
+                      "--rag", str(tmp_path / "missing"), "--out", str(tmp_path / "o2"))
+    assert code == 2 and "missing" in err

@@ -39,6 +39,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--skip-bad", action="store_true", help="skip bad items, counted with the reason per item")
     e.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint to rate CMB-Clin answers")
     e.add_argument("--judge-model", default="gpt-4", help="model name sent to the judge endpoint")
+    e.add_argument("--rag", metavar="INDEX", help="evaluate with retrieval: the top passages of this `qilin rag "
+                   "index` folder go before each question (qilin.rag.prompt); predictions record their ids")
+    e.add_argument("--rag-k", type=int, default=3, help="passages per question with --rag (Qilin-Med: 3)")
     e.add_argument("--out", help="output folder (run: default eval_out; export-lm-eval: required)")
     e.set_defaults(func=main)
     return e
@@ -95,4 +98,4 @@ def _settings(args):
     protocols = [p.strip() for p in args.protocol.split(",")] if args.protocol else None
     return Settings(protocols=protocols, shots=args.shots, limit=args.limit, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens, seed=args.seed, skip_bad=args.skip_bad,
-                    judge=args.judge, judge_model=args.judge_model)
+                    judge=args.judge, judge_model=args.judge_model, rag=args.rag, rag_k=args.rag_k)

@@ -40,6 +40,8 @@ def run_eval(model_dir: str | Path, tasks: list[str], data: dict[str, str | Path
         protocols["cmb-clin"].append("judge")
     paths = {t: Path(data[t]) if t in data else _bundled(t) for t in tasks}
     rows = {t: TASKS[t].load(paths[t], settings) for t in tasks}
+    if settings.rag:
+        rows = _with_passages(rows, settings)
 
     from qilin.eval.lm import load_lm
 
@@ -49,6 +51,9 @@ def run_eval(model_dir: str | Path, tasks: list[str], data: dict[str, str | Path
     for t in tasks:
         start = time.perf_counter()
         lines = TASKS[t].predict(t, lm, rows[t], protocols[t], settings)
+        if settings.rag:
+            passages = {r["id"]: r.get("rag_passages") for r in rows[t]}
+            lines = [{**line, "passages": passages.get(line.get("id"))} for line in lines]
         seconds = time.perf_counter() - start
         atomic_write_jsonl(out / "predictions" / f"{t}.jsonl", lines)
         skipped = settings.skipped.get(t, [])
@@ -60,6 +65,21 @@ def run_eval(model_dir: str | Path, tasks: list[str], data: dict[str, str | Path
     result = _json_safe(result)
     atomic_write_json(out / "results.json", result)
     return result
+
+
+# Retrieval changes the question text only (qilin.rag.prompt): the field each task asks with.
+RAG_FIELDS = {"cmexam": "question", "cmmlu-medical": "question", "dialogue": "question", "preference": "prompt"}
+
+
+def _with_passages(rows: dict[str, list[dict]], settings: Settings) -> dict[str, list[dict]]:
+    """Each task's items with their top-k passages before the question; tasks without a single
+    question (perplexity texts, CMB-Clin's multi-turn cases) are left as they are."""
+    from qilin.rag.augment import augment_records
+    from qilin.rag.retrieve import Index
+
+    index = Index(settings.rag)  # a missing or incompatible index is a QilinError
+    return {t: augment_records(index, r, RAG_FIELDS[t], settings.rag_k) if t in RAG_FIELDS else r
+            for t, r in rows.items()}
 
 
 def score_lines(task: str, protocol: str, lines: list[dict]) -> dict:

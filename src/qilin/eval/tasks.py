@@ -56,6 +56,8 @@ class Settings:
     skip_bad: bool = False
     judge: str | None = None             # OpenAI-compatible base URL for the CMB-Clin judge
     judge_model: str = "gpt-4"
+    rag: str | None = None               # index folder: questions carry their retrieved passages (qilin.rag)
+    rag_k: int = 3                       # passages per question with --rag
     skipped: dict = field(default_factory=dict)  # filled by the loaders: task -> messages
 
 
