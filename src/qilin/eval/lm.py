@@ -214,7 +214,7 @@ class LM:
              desc: str) -> list[tuple[float, int]]:
         """Summed NLL of tokens seqs[i][first[i]:] given what precedes them, and their count."""
         out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
-        for idx in _batches(seqs, batch_size, desc):
+        for idx in _batches(seqs, batch_size, desc, max_tokens=SCORE_TOKENS):
             input_ids, mask = _pad([seqs[i] for i in idx], self.pad_id, left=False, device=self.device)
             logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
             targets = input_ids[:, 1:].clone()
@@ -230,6 +230,10 @@ class LM:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+# Padded tokens per scoring batch (see _batches): bounds the logits tensor, rows x length x vocabulary.
+SCORE_TOKENS = 8192
 
 
 def load_lm(model_dir: str | Path) -> LM:
@@ -249,12 +253,25 @@ def load_lm(model_dir: str | Path) -> LM:
 
 # ---------------------------------------------------------------------------------- helpers
 
-def _batches(seqs: list[list[int]], batch_size: int, desc: str) -> Iterator[list[int]]:
-    """Index batches, longest sequences first (an out-of-memory error shows up at once)."""
+def _batches(seqs: list[list[int]], batch_size: int, desc: str, max_tokens: int | None = None) -> Iterator[list[int]]:
+    """Index batches, longest sequences first (an out-of-memory error shows up at once).
+
+    `max_tokens` caps a batch's padded size (rows x longest row): scoring materialises logits for
+    every position, rows x length x vocabulary floats, so 16 answers of 1,500 tokens with an 8k
+    vocabulary would take 3 GB where a cap of 8,192 tokens takes about 0.3 GB.
+    """
     from tqdm import tqdm
 
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    chunks, chunk = [], []
+    for i in order:
+        longest = len(seqs[chunk[0]]) if chunk else len(seqs[i])
+        if chunk and (len(chunk) == batch_size or (max_tokens and (len(chunk) + 1) * longest > max_tokens)):
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(i)
+    if chunk:
+        chunks.append(chunk)
     yield from tqdm(chunks, desc=desc, disable=not sys.stderr.isatty(), leave=False)
 
 
