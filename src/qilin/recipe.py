@@ -30,11 +30,17 @@ log = logging.getLogger("qilin")
 
 # The training stages a recipe may list, by name -> module (a dict is our registry), and the file of
 # the data stage's output that each one trains on unless the recipe says otherwise.
-STAGES = {"cpt": "qilin.train.cpt", "sft": "qilin.train.sft", "dpo": "qilin.train.dpo"}
-STAGE_DATA = {"cpt": "train/cpt.jsonl", "sft": "train/sft.jsonl", "dpo": "train/dpo.jsonl"}
+STAGES = {"cpt": "qilin.train.cpt", "sft": "qilin.train.sft", "dpo": "qilin.train.dpo", "reward": "qilin.train.reward",
+          "rejection": "qilin.train.rejection", "unify": "qilin.data.unify", "onestage": "qilin.train.onestage"}
+STAGE_DATA = {"cpt": "train/cpt.jsonl", "sft": "train/sft.jsonl", "dpo": "train/dpo.jsonl", "reward": "train/dpo.jsonl",
+              "rejection": "train/sft.jsonl",  # rejection: the SFT prompts are its prompt pool
+              "unify": "train/cpt.jsonl", "onestage": "train/sft.jsonl"}
 # Stages whose model is not a policy (a reward model): the stages after them keep training the policy
 # before them, and get this model as `reward_model` if their Config has that field.
-NOT_A_POLICY: set[str] = set()
+NOT_A_POLICY = {"reward"}
+# Stages that make data, not a model (HuatuoGPT-II's unification): they get no model and train nothing,
+# the policy passes them by, and the stages after them get the file they wrote as this Config field.
+MAKES_DATA = {"unify": ("unified", "unified.jsonl")}
 
 
 @dataclass
@@ -45,7 +51,9 @@ class Recipe:
     data: dict = doc("Options of the data stage (qilin.data.prepare.Config).", {})
     base: dict = doc("Options of the base stage (qilin.train.base.Config): a user's model dir, or the tiny default.", {})
     stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (a key of STAGES), an optional "
-                             "`name:` (default: the stage; names the folder and the summary row) and its options.", [])
+                             "`name:` (default: the stage; names the folder and the summary row), an optional "
+                             "`from:` (`base` or an earlier stage's name: train from that model instead of the "
+                             "previous one, e.g. a second path compared with the first) and its options.", [])
     eval: dict = doc("Options of the evaluation after every stage (qilin.eval.suite.EvalConfig).", {})
     rag: dict | None = doc("Options of the rag stage (qilin.rag.stage.Config): index the CPT corpus and evaluate "
                            "the final model with retrieval (Qilin-Med-RAG); null = no rag stage.", None)
@@ -85,21 +93,41 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
     # A user's own base model is used in place; the tiny default is written into the base folder.
     policy = Path(recipe.base["model"]) if recipe.base.get("model") else base_run.model_dir
     reward_model = None
+    models = {"base": policy}  # the policies so far by stage name, for `from:`
+    made: dict[str, Path] = {}  # Config field -> file, from the MAKES_DATA stages so far
     for i, spec in enumerate(recipe.stages):
         spec = dict(spec)
         kind = spec.pop("stage")
         name = spec.pop("name", kind)
+        start = spec.pop("from", None)
+        if start is not None:  # a path that starts again from an earlier model (a comparison from base)
+            if start not in models:
+                raise QilinError(f"stages[{i}] ({name}).from: {start!r} is not `base` or an earlier stage "
+                                 f"({', '.join(models)})")
+            policy = models[start]
         run = RunFolder(out / f"{i + 2:02d}-{name}")
         module = importlib.import_module(STAGES[kind])
-        values = {"data": data_run.path / STAGE_DATA[kind], **_seeded(spec, recipe.seed),
-                  "out": run.path, "model": policy}
-        if reward_model is not None and "reward_model" in {f.name for f in dataclasses.fields(module.Config)}:
+        if kind in MAKES_DATA:
+            values = {"data": data_run.path / STAGE_DATA[kind], "seed": recipe.seed, **spec, "out": run.path}
+        else:
+            values = {"data": data_run.path / STAGE_DATA[kind], **_seeded(spec, recipe.seed),
+                      "out": run.path, "model": policy}
+        fields = {f.name for f in dataclasses.fields(module.Config)}
+        for field_name, path in made.items():
+            if field_name in fields:
+                values.setdefault(field_name, path)
+        if reward_model is not None and "reward_model" in fields:
             values.setdefault("reward_model", reward_model)
+        if "eval_data" in fields:  # a stage that evaluates models of its own (rejection: every round's)
+            values.setdefault("eval_data", data_run.path)
+            values["eval"] = qconfig.merge(_eval_values(recipe, data_run.path), values.get("eval") or {})
         steps.append((name, run, qconfig.build(module.Config, values, f"stages[{i}] ({name})")))
         if kind in NOT_A_POLICY:
             reward_model = run.model_dir  # the next stages keep training the policy, scored by this model
+        elif kind in MAKES_DATA:
+            made[MAKES_DATA[kind][0]] = run.path / MAKES_DATA[kind][1]
         else:
-            policy = run.model_dir
+            policy = models[name] = run.model_dir
     if recipe.rag is not None:
         steps.append(_rag_step(recipe, out / f"{len(steps):02d}-rag", data_run.path, policy))
     return steps
@@ -109,8 +137,11 @@ def _rag_step(recipe: Recipe, folder: Path, data_dir: Path, model: Path) -> tupl
     """Qilin-Med-RAG: BM25 over the CPT corpus (METHODS.md 1), the final model evaluated with it."""
     from qilin.rag import stage
 
+    rag = dict(recipe.rag)
+    # the same evaluation as every other stage, with whatever the rag section changes (e.g. its tasks)
+    evaluation = qconfig.merge(_eval_values(recipe, data_dir), rag.pop("eval", {}) or {})
     values = {"corpus": [data_dir / "train" / "cpt.jsonl"], "data": data_dir, "model": model,
-              "eval": _eval_values(recipe, data_dir), **recipe.rag, "out": folder}
+              **rag, "eval": evaluation, "out": folder}
     return "rag", RunFolder(folder), qconfig.build(stage.Config, values, "rag")
 
 
