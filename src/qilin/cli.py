@@ -22,6 +22,12 @@ STAGE_COMMANDS = {
     "cpt": ("qilin.train.cpt", "domain continued pre-training (documents + EOS, packed blocks)"),
     "sft": ("qilin.train.sft", "supervised fine-tuning, loss on assistant tokens only"),
     "dpo": ("qilin.train.dpo", "direct preference optimisation (sigmoid loss, reference = input model)"),
+    "unify": ("qilin.data.unify", "HuatuoGPT-II unification: text segments -> (question, answer) pairs by a generator"),
+    "onestage": ("qilin.train.onestage", "HuatuoGPT-II one-stage training: priority-sampled order, packed, answers only"),
+    "reward": ("qilin.train.reward",
+               "reward model: scalar head on the policy, pairwise loss (scoring: reward-score)"),
+    "rejection": ("qilin.train.rejection",
+                  "rejection-sampling RLHF: sample N, keep the top K by reward, SFT, T rounds"),
 }
 
 
@@ -63,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, (module, text) in STAGE_COMMANDS.items():
         _add_stage(sub, name, module, text)
+    importlib.import_module("qilin.train.reward").add_parser(sub)  # `qilin reward-score`; light imports
 
     from qilin.eval.cli import add_parser as add_eval
 

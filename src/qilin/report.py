@@ -39,6 +39,9 @@ EXPECTATIONS = [
     ("cpt", "base", "ppl.medical", "lower"),
     ("sft", "cpt", "dialogue.rouge1", "higher"),
     ("dpo", "sft", "preference.accuracy", "higher"),
+    ("onestage", "base", "ppl.medical", "lower"),  # HuatuoGPT-II: both paths of huatuogpt-ii.yaml
+    ("twostage-cpt", "base", "ppl.medical", "lower"),
+    ("twostage-sft", "twostage-cpt", "dialogue.rouge1", "higher"),
 ]
 
 
@@ -59,7 +62,7 @@ def _collect(run_dir: Path) -> dict:
     for name, folder in recipe["steps"]:
         path = run_dir / folder
         entry = {"name": name, "path": path}
-        for key, rel in (("eval", "eval/metrics.json"), ("train", "metrics.json"),
+        for key, rel in (("eval", "eval/metrics.json"), ("train", "metrics.json"), ("rows", "eval/rows.json"),
                          ("history", "history.json"), ("manifest", "manifest.json")):
             entry[key] = read_json(path / rel) if (path / rel).is_file() else None
         stages.append(entry)
@@ -85,9 +88,19 @@ def _protocols(info: dict) -> dict[str, str]:
     return out
 
 
-def _table_rows(info: dict) -> list[list[str]]:
+def _model_rows(info: dict) -> list[dict]:
+    """The evaluated stages that made a model: not `unify`, whose eval/metrics.json counts pairs, nor a
+    reward model (its own section); a stage with rounds (rejection) gives one row per round."""
     rows = []
     for s in _evaluated(info):
+        if not all(k.startswith(("unify.", "reward.")) for k in s["eval"]["metrics"]):
+            rows += _round_rows(s) or [s]
+    return rows
+
+
+def _table_rows(info: dict) -> list[list[str]]:
+    rows = []
+    for s in _model_rows(info):
         m, ci, n = s["eval"]["metrics"], s["eval"].get("ci95", {}), s["eval"].get("n", {})
         row = [s["name"]]
         for key in COLUMNS:
@@ -123,6 +136,8 @@ def _markdown(info: dict, plots: dict[str, Path]) -> str:
     out += ["| " + " | ".join(r) + " |" for r in _table_rows(info)]
     out += ["", "## What each stage is for", ""] + [f"- {c}" for c in _checks(info)]
     out += _rag_lines(info)
+    out += _unify_lines(info) + _onestage_lines(info)
+    out += _reward_lines(info) + _rejection_lines(info)
     out += ["", "## Reference lines", ""] + [f"- {line}" for line in _reference_lines(info)]
     out += ["", "## Protocols", ""]
     out += [f"- `{k}`: {v}" for k, v in sorted(_protocols(info).items()) if k in COLUMNS or "." in k]
@@ -212,7 +227,7 @@ def _plots(run_dir: Path, info: dict) -> dict[str, Path]:
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     out = {}
-    stages = _evaluated(info)
+    stages = _model_rows(info)
     if stages:
         keys = [k for k in COLUMNS if any(k in s["eval"]["metrics"] for s in stages)]
         fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.0), squeeze=False)
@@ -235,7 +250,41 @@ def _plots(run_dir: Path, info: dict) -> dict[str, Path]:
             ax.tick_params(labelsize=7)
         fig.tight_layout()
         out["training loss"] = _save(fig, plot_dir / "training_loss.png")
+    rewards = _reward_plot(info, plot_dir)
+    if rewards:
+        out["reward by rejection round"] = rewards
+    shares = _share_plot(info, plot_dir)
+    if shares:
+        out["source shares along one-stage training"] = shares
     return out
+
+
+def _share_plot(info: dict, plot_dir: Path) -> Path | None:
+    """HuatuoGPT-II's figure: the share of each source's tokens along one-stage training (shares.json)."""
+    import matplotlib.pyplot as plt
+
+    one = _onestage(info)
+    if one is None:
+        return None
+    shares = read_json(one["path"] / "shares.json")
+    bins = shares["bins"]
+    if not bins:
+        return None
+    totals = [sum(b.values()) or 1 for b in bins]
+    x = [(i + 0.5) / len(bins) for i in range(len(bins))]
+    ys = [[b[s] / t for b, t in zip(bins, totals)] for s in shares["sources"]]
+    labels = [f"{s} (priority {shares['priorities'][s]:g}, x{shares['repeats'][s]})" for s in shares["sources"]]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.stackplot(x, ys, labels=labels)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("fraction of one-stage training (packed blocks, in training order)", fontsize=8)
+    ax.set_ylabel("share of tokens", fontsize=8)
+    ax.set_title(f"{one['name']}: source shares along training (priority sampling)", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _save(fig, plot_dir / "onestage_source_shares.png")
 
 
 def _save(fig, path: Path) -> Path:
@@ -275,3 +324,197 @@ def _html(info: dict, plots: dict[str, Path], run_dir: Path) -> str:
              "td{border:1px solid #ccc;padding:3px 8px;font-size:13px}tr:first-child td{font-weight:bold}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(info['recipe']['name'])}"
             f"</title><style>{style}</style></head><body>{''.join(body)}{images}</body></html>\n")
+
+
+# ------------------------------------------------------------------------ HuatuoGPT-II sections
+
+def _unify_lines(info: dict) -> list[str]:
+    """Which generator made the unified pairs, and how many survived its filters."""
+    unify = next((s for s in _evaluated(info) if "unify.pairs" in s["eval"]["metrics"]), None)
+    if unify is None:
+        return []
+    ev = unify["eval"]
+    m, label = ev["metrics"], ev.get("protocols", {}).get("unify.generator", "unknown")
+    out = ["", "## Data unification (HuatuoGPT-II)", "", f"Generator: {label}.", ""]
+    if label.startswith("rules"):
+        out += ["**The pairs were made by the rule-based stand-in, not by an LLM**: no capable LLM is available "
+                "offline, so the questions come from the texts' own questions, headings and defining sentences and "
+                "the answers are the texts themselves. This tests the pipeline, not the paper's rewriting.", ""]
+    out.append(f"- segments {m.get('unify.segments')}, pairs kept {m.get('unify.pairs')} "
+               f"({(m.get('unify.kept') or 0) * 100:.1f}%)")
+    if ev.get("dropped"):
+        out.append("- dropped: " + ", ".join(f"{why} {n}" for why, n in ev["dropped"].items()))
+    if ev.get("pairs_by_source"):
+        out.append("- pairs by source: " + ", ".join(f"{s} {n}" for s, n in ev["pairs_by_source"].items()))
+    return out
+
+
+def _onestage(info: dict) -> dict | None:
+    return next((s for s in info["stages"] if (s["path"] / "shares.json").is_file()), None)
+
+
+def _path_from(info: dict, one: dict) -> list[dict]:
+    """The other stages trained from the model `one` started from, followed model to model: the two-stage
+    path of the comparison (read from the manifests, so no naming convention is needed)."""
+    def model_in(s):
+        return (((s["manifest"] or {}).get("inputs") or {}).get("model") or {}).get("path")
+
+    chain, current = [], model_in(one)
+    while current:
+        nxt = next((s for s in info["stages"] if s is not one and s not in chain and s["eval"] and s["name"] != "rag"
+                    and model_in(s) == current and (s["manifest"] or {}).get("model")), None)
+        if nxt is None:
+            break
+        chain.append(nxt)
+        current = nxt["manifest"]["model"]
+    return chain
+
+
+def _onestage_lines(info: dict) -> list[str]:
+    """One-stage vs two-stage on the held-out sets, with the training tokens each path spent."""
+    one = _onestage(info)
+    if one is None or not one["eval"]:
+        return []
+    two = _path_from(info, one)
+    out = ["", "## One-stage vs two-stage (HuatuoGPT-II)", ""]
+    if not two:
+        return out + ["(no second path from the same model in this recipe: nothing to compare)"]
+    keys = [k for k in COLUMNS if k in one["eval"]["metrics"] and k in two[-1]["eval"]["metrics"]]
+    path = " -> ".join(f"`{s['name']}`" for s in two)
+    out += [f"`{one['name']}` (unified pairs + SFT, priority-sampled, one stage) against {path}, both from the "
+            "same model on the same data; "
+            "tokens are the non-padding tokens each path trained on.", "",
+            "| path | stages | training tokens | seconds | " + " | ".join(COLUMNS[k][0] for k in keys) + " |",
+            "|" + "---|" * (4 + len(keys))]
+    for label, stages in (("one-stage", [one]), ("two-stage", two)):
+        train = [s["train"] or {} for s in stages]
+        tokens = sum(t.get("train.tokens") or 0 for t in train)
+        seconds = sum(t.get("train.seconds") or 0 for t in train)
+        m = stages[-1]["eval"]["metrics"]
+        out.append(f"| {label} | {' + '.join(s['name'] for s in stages)} | {tokens} | {seconds:.0f} | "
+                   + " | ".join(_fmt(k, m.get(k)) for k in keys) + " |")
+    out.append("")
+    for key in keys:
+        a, b = one["eval"]["metrics"][key], two[-1]["eval"]["metrics"][key]
+        better = a < b if COLUMNS[key][2] == "lower" else a > b
+        verdict = "ties with" if a == b else ("beats" if better else "trails")
+        out.append(f"- one-stage {verdict} two-stage on `{key}` ({_fmt(key, a)} vs {_fmt(key, b)}, "
+                   f"{COLUMNS[key][2]} is better)")
+    return out + ["", "Accuracies carry the 95% intervals of the main table: a difference inside them is noise, "
+                      "whichever way it points."]
+
+
+# ---------------------------------------------------------------- ChiMed-GPT: reward model, rejection rounds
+
+# Published ChiMed-GPT figures (Ziya-13B-v2 after pre-training, SFT and rejection-sampling RLHF; project
+# README), for orientation only: a 13B model, other data, and benchmarks this demo does not run except
+# the dialogue metrics, which are on ChiMed QA rather than our held-out dialogues.
+PUBLISHED_CHIMED = {"C-Eval": 68.29, "CMMLU": 52.92, "MedQA": 44.50, "ChiMed QA BLEU-1": 44.58,
+                    "ChiMed QA ROUGE-1": 27.11}
+
+
+def _round_rows(stage: dict) -> list[dict]:
+    """One table row per round of a stage that writes eval/rows.json, with the round's own evaluation
+    (and so its intervals) where the round folder has one."""
+    out = []
+    for name, row in (stage.get("rows") or {}).items():
+        own = stage["path"] / f"round{row.get('round')}" / "eval" / "metrics.json"
+        out.append({"name": name, "path": own.parent.parent,
+                    "eval": read_json(own) if own.is_file() else {"metrics": row}})
+    return out
+
+
+def _reward_lines(info: dict) -> list[str]:
+    """Held-out pairwise accuracy of each reward model, beside the length-only baseline and chance."""
+    out = []
+    for s in _evaluated(info):
+        m = s["eval"]["metrics"]
+        if "reward.accuracy" not in m:
+            continue
+        ci, n = s["eval"].get("ci95", {}), s["eval"].get("n", {}).get("reward.accuracy")
+        acc, length = m["reward.accuracy"], m.get("reward.length_baseline_accuracy")
+        beats = [what for what, v in (("chance (50%)", 0.5), ("the length-only baseline", length))
+                 if v is not None and acc > v]
+        out += ["", f"## Reward model (`{s['name']}`)", "",
+                f"Pairwise accuracy on {n} held-out preference pairs (the reward of the chosen answer exceeds "
+                "the rejected one's), beside a baseline that always prefers the longer answer:", "",
+                "| model | accuracy % | 95% interval |", "|---|---|---|"]
+        for label, key in (("reward model", "reward.accuracy"),
+                           ("longer answer wins", "reward.length_baseline_accuracy")):
+            if m.get(key) is not None:
+                lo, hi = ci.get(key, (None, None))
+                interval = f"{lo * 100:.0f}–{hi * 100:.0f}" if lo is not None else "–"
+                out.append(f"| {label} | {m[key] * 100:.1f} | {interval} |")
+        out += ["", "The reward model beats " + (" and ".join(beats) if beats else "neither chance nor the length "
+                "baseline") + "; with this few pairs, a difference inside the intervals is not evidence."]
+    return out
+
+
+def _rejection_lines(info: dict) -> list[str]:
+    """Per round: N, K, T, sampling settings and the reward of sampled and kept answers."""
+    out = []
+    for s in info["stages"]:
+        rows = s.get("rows") or {}
+        if not rows:
+            continue
+        first = next(iter(rows.values()))
+        out += ["", f"## Rejection sampling (`{s['name']}`)", "",
+                f"Each round samples N={first.get('n')} answers per prompt from the current policy (temperature "
+                f"{first.get('temperature')}, top-p {first.get('top_p')}, at most {first.get('max_new_tokens')} new "
+                f"tokens), keeps the top K={first.get('k')} by reward"
+                + (" that beat the reference answer" if first.get("beat_reference") else "")
+                + f" and fine-tunes on them with the SFT loss; T={first.get('rounds')} rounds, "
+                + ("each on new prompts." if first.get("fresh_prompts") else "all on the same prompts, so that the "
+                   "rounds' means compare (a rise includes fitting those prompts).")
+                + " Reward: mean ± standard deviation.", "",
+                "| round | prompts | kept | sampled | kept | reference answer | sampled chars | kept chars |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            out.append(f"| {name} | {r.get('prompts')} | {r.get('kept')} | {_pm(r, 'sampled')} | {_pm(r, 'kept')} | "
+                       f"{_num(r.get('reward.mean_reference'))} | {_num(r.get('sampled.mean_chars'), 0)} | "
+                       f"{_num(r.get('kept.mean_chars'), 0)} |")
+        means = [r.get("reward.mean_sampled") for r in rows.values()]
+        if len(means) > 1 and None not in means:
+            rises = all(b > a for a, b in zip(means, means[1:]))
+            # Standard error of one round's mean over its prompts x N answers (answers to one prompt are
+            # correlated, so this understates the noise): a rise well under 2 x SE is not evidence.
+            se = max((r.get("reward.std_sampled") or 0) / max(r.get("prompts", 1) * r.get("n", 1), 1) ** 0.5
+                     for r in rows.values())
+            out += ["", f"{'holds' if rises else 'DOES NOT HOLD'}: the mean reward of freshly sampled answers rises "
+                    "from round to round (" + " -> ".join(f"{v:.3f}" for v in means) + f"; standard error of a "
+                    f"round's mean about {se:.3f})."]
+        out += ["", "## Published ChiMed-GPT numbers, for orientation", "",
+                "ChiMed-GPT (Ziya-13B-v2, full data; project README). Not comparable with a tiny model on demo data.",
+                "", "| " + " | ".join(PUBLISHED_CHIMED) + " |", "|" + "---|" * len(PUBLISHED_CHIMED),
+                "| " + " | ".join(str(v) for v in PUBLISHED_CHIMED.values()) + " |"]
+    return out
+
+
+def _pm(row: dict, which: str) -> str:
+    mean, std = row.get(f"reward.mean_{which}"), row.get(f"reward.std_{which}")
+    return "–" if mean is None else f"{mean:.3f} ± {std or 0:.3f}"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _reward_plot(info: dict, plot_dir: Path) -> Path | None:
+    """Mean reward of sampled and kept answers by rejection round, with one standard deviation."""
+    import matplotlib.pyplot as plt
+
+    stage = next((s for s in info["stages"] if s.get("rows")), None)
+    if stage is None:
+        return None
+    rows = list(stage["rows"].values())
+    rounds = [r.get("round") for r in rows]
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    for which in ("sampled", "kept"):
+        ax.errorbar(rounds, [r[f"reward.mean_{which}"] for r in rows], yerr=[r[f"reward.std_{which}"] for r in rows],
+                    marker="o", capsize=3, label=which)
+    ax.set_xticks(rounds)
+    ax.set_xlabel("rejection round", fontsize=8)
+    ax.set_title("mean reward of sampled and kept answers", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, plot_dir / "reward_by_round.png")

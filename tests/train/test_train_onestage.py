@@ -1,0 +1,91 @@
+"""The onestage stage on the micro model: priority order, packing with answer-only labels, no shuffling."""
+
+import subprocess
+import sys
+
+import pytest
+
+from qilin import config
+from qilin.errors import QilinError
+from qilin.runs import read_json
+from qilin.train import onestage
+from conftest import DISEASES, SYMPTOMS, write_jsonl
+
+MICRO_TRAIN = {"batch_size": 2, "max_length": 64, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0,
+               "lr": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def unified(micro_dir):
+    records = [{"messages": [{"role": "user", "content": f"{d}的典型症状是什么？"},
+                             {"role": "assistant", "content": f"{d}的典型症状有{s}。"}], "source": src}
+               for src, diseases in (("books", DISEASES[:6]), ("web", DISEASES[4:])) for d in diseases
+               for s in SYMPTOMS[:2]]
+    return write_jsonl(micro_dir / "unified.jsonl", records)
+
+
+def make_cfg(tmp_path, model, sft, unified, **extra):
+    return config.build(onestage.Config, {"out": tmp_path / "onestage", "model": model, "data": sft,
+                                          "unified": unified, "block_size": 64,
+                                          "priorities": {"web": 32, "books": 4, "sft": 1}, "repeats": {"sft": 3},
+                                          "train": MICRO_TRAIN, **extra})
+
+
+def test_packed_blocks_follow_the_order_with_answer_only_labels(tmp_path, micro_model_dir, micro_tokenizer,
+                                                                sft_data, unified):
+    from qilin.model.chat import ensure_chat_template
+    from qilin.data.priority import priority_order
+
+    tokenizer = micro_tokenizer
+    ensure_chat_template(tokenizer)
+    cfg = make_cfg(tmp_path, micro_model_dir, sft_data, unified)
+    items = onestage.read_items(cfg)
+    order = priority_order({s: len(v) for s, v in items.items()}, cfg.priorities, cfg.repeats, 0)
+    blocks, sources = onestage.pack(tokenizer, items, order, 64)
+    assert all(len(b) == 64 for b in blocks["input_ids"])
+    ids = [t for b in blocks["input_ids"] for t in b]
+    labels = [t for b in blocks["labels"] for t in b]
+    first_ids, first_labels = onestage.labelled(tokenizer, items[order[0][0]][order[0][1]])
+    assert ids[:len(first_ids)] == first_ids and labels[:len(first_labels)] == first_labels  # the order's head
+    text_of = tokenizer.decode
+    trained = text_of([t for t in first_labels if t != -100])
+    assert trained.endswith("<|im_end|>") and "典型症状是什么" not in trained  # answer + end of turn only
+    assert "典型症状是什么" in text_of(first_ids)
+    # SFT (priority 1, 3 repeats) gathers at the end of the blocks
+    sft_share = [c["sft"] / sum(c.values()) for c in sources]
+    assert sum(sft_share[-3:]) / 3 > sum(sft_share[:3]) / 3
+
+
+def test_stage_trains_in_order_and_writes_shares(tmp_path, micro_model_dir, sft_data, unified):
+    cfg = make_cfg(tmp_path, micro_model_dir, sft_data, unified, train={**MICRO_TRAIN, "max_steps": 3})
+    out = onestage.run(cfg)
+    assert (out / "model" / ".complete").is_file() and (out / "manifest.json").is_file()
+    metrics = read_json(out / "metrics.json")
+    assert metrics["onestage.blocks_trained"] == 6 and metrics["train.steps"] == 3
+    shares = read_json(out / "shares.json")
+    assert shares["sources"][0] == "web" and shares["blocks"] == 6
+    assert sum(sum(b.values()) for b in shares["bins"]) == 6 * 64
+    assert read_json(out / "manifest.json")["inputs"]["unified"]["path"] == str(unified)
+
+
+def test_training_sampler_is_sequential(tmp_path, micro_model_dir, micro_tokenizer):
+    from torch.utils.data import SequentialSampler
+
+    from qilin.model.load import load_model
+    from qilin.runs import RunFolder
+
+    model, tokenizer = load_model(micro_model_dir)
+    blocks = {"input_ids": [[1] * 8] * 4, "labels": [[1] * 8] * 4, "attention_mask": [[1] * 8] * 4}
+    trainer = onestage._trainer(model, tokenizer, blocks, config.build(onestage.TrainSettings, MICRO_TRAIN),
+                                RunFolder(tmp_path))
+    assert isinstance(trainer._get_train_sampler(), SequentialSampler)
+
+
+def test_a_source_missing_from_the_priority_table_fails_before_loading_a_model(tmp_path, sft_data, unified):
+    cfg = make_cfg(tmp_path, tmp_path / "no-model", sft_data, unified, priorities={"web": 32, "sft": 1})
+    with pytest.raises(QilinError, match="books.*not in the priority table"):
+        onestage.run(cfg)
+    proc = subprocess.run([sys.executable, "-m", "qilin.cli", "onestage", f"out={tmp_path / 'o'}",
+                           f"model={tmp_path}", f"data={sft_data}", f"unified={unified}",
+                           "priorities={web: 32, sft: 1}"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "books" in proc.stderr and "Traceback" not in proc.stderr
