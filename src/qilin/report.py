@@ -101,7 +101,7 @@ def _model_rows(info: dict) -> list[dict]:
 def _table_rows(info: dict) -> list[list[str]]:
     rows = []
     for s in _model_rows(info):
-        m, ci, n = s["eval"]["metrics"], s["eval"].get("ci95", {}), s["eval"].get("n", {})
+        m, ci = s["eval"]["metrics"], s["eval"].get("ci95", {})
         row = [s["name"]]
         for key in COLUMNS:
             cell = _fmt(key, m.get(key))

@@ -89,30 +89,6 @@ def run(cfg: Config) -> Path:
         raise QilinError(f"data_dir {data_dir}: folder not found")
     cfg = dataclasses.replace(cfg, data_dir=data_dir)
     folder.write_config(cfg)
-
-    sources, skipped = read_sources(data_dir)
-    evals, rest = hold_out(sources, cfg)
-    train, capped = cap(build_train(rest, sources["kg"]), cfg)
-    train, contamination = decontaminate(train, evals, cfg)
-
-    outputs = _write_sets(folder.path, train, evals)
-    card = make_card(cfg, train, evals, contamination, capped, skipped)
-    _write_card(folder.path, card)
-    folder.finish(inputs={"data_dir": data_dir}, seed=cfg.seed, outputs=outputs + ["card.json", "card.md"])
-    return folder.path
-
-
-
-def run(cfg: Config) -> Path:
-    """Write the data stage's run folder (see the module docstring); return its path."""
-    folder = RunFolder(cfg.out)
-    if folder.is_complete():
-        return folder.path
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
-    if not data_dir.is_dir():
-        raise QilinError(f"data_dir {data_dir}: folder not found")
-    cfg = dataclasses.replace(cfg, data_dir=data_dir)
-    folder.write_config(cfg)
     spec, sources_file = recipe_spec(cfg, data_dir)
     tmp = folder.path / ".build"
     shutil.rmtree(tmp, ignore_errors=True)

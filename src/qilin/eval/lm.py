@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from qilin.errors import QilinError
 from qilin.eval.metrics import pooled_perplexity
-from qilin.model.chat import prompt_text as chat_prompt
+from qilin.model.chat import prompt_text as chat_prompt  # noqa: F401  (re-exported for the tasks)
 from qilin.model.chat import stop_token_ids
 
 # A shared prefix shorter than this (in tokens) is never worth a separate forward pass and cache copies.
