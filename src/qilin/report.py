@@ -84,7 +84,8 @@ def _fmt(key: str, value: float | None) -> str:
 def _protocols(info: dict) -> dict[str, str]:
     out: dict[str, str] = {}
     for s in _evaluated(info):
-        out.update(s["eval"].get("protocols", {}))
+        if s["name"] != "rag":  # the rag row's protocols add the retrieval note: its own section says it
+            out.update(s["eval"].get("protocols", {}))
     return out
 
 
