@@ -9,7 +9,7 @@ from qilin import config
 from qilin.errors import QilinError
 from qilin.runs import read_json
 from qilin.train import onestage
-from conftest import DISEASES, SYMPTOMS, write_jsonl
+from micro_data import DISEASES, SYMPTOMS, write_jsonl
 
 MICRO_TRAIN = {"batch_size": 2, "max_length": 64, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0,
                "lr": 1e-3}

@@ -32,7 +32,7 @@ def reward_dir(tmp_path_factory, micro_model_dir):
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    from conftest import DISEASES, write_jsonl
+    from micro_data import DISEASES, write_jsonl
 
     return write_jsonl(tmp_path_factory.mktemp("pool") / "sft.jsonl", [
         {"messages": [{"role": "user", "content": f"{d}有什么症状？"}, {"role": "assistant", "content": f"{d}常见发热。"}]}

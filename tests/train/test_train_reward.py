@@ -12,7 +12,7 @@ from qilin.errors import InputError
 from qilin.runs import read_json
 from qilin.train import reward
 
-from conftest import DISEASES, write_jsonl
+from micro_data import DISEASES, write_jsonl
 
 FAST = {"batch_size": 8, "logging_steps": 2, "save_steps": 1000, "warmup_ratio": 0.0, "max_length": 64}
 GOOD, BAD = "应当及时就医，按时服药。", "不用管它，天天熬夜喝酒。"  # same length: only the content tells them apart

@@ -1,0 +1,40 @@
+"""Micro data shared by the tests: short Chinese medical sentences and a JSONL writer.
+
+A plain module, not conftest.py: several test folders have a conftest of their own, and
+`from conftest import ...` would find whichever was imported first.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from qilin.model.tiny import TinyConfig
+
+MICRO = TinyConfig(hidden=32, layers=2, heads=2, kv_heads=2, ffn=64, max_position=256)
+
+DISEASES = ["感冒", "高血压", "糖尿病", "肺炎", "胃炎", "哮喘", "贫血", "肝炎", "痛风", "偏头痛"]
+SYMPTOMS = ["发热", "咳嗽", "头痛", "乏力", "恶心", "胸闷", "腹痛", "失眠", "口渴", "关节痛"]
+ADVICE = ["多休息", "多喝水", "按时服药", "低盐饮食", "及时就医", "适量运动", "戒烟限酒", "定期复查"]
+
+
+def micro_lines(n: int = 300, seed: int = 0) -> list[str]:
+    """Short Chinese medical sentences and exam questions, deterministic."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        d, (s1, s2), a = rng.choice(DISEASES), rng.sample(SYMPTOMS, 2), rng.choice(ADVICE)
+        if i % 3 == 2:
+            options = rng.sample(SYMPTOMS, 5)
+            letter = "ABCDE"[options.index(s1)] if s1 in options else "E"
+            body = " ".join(f"{L}.{o}" for L, o in zip("ABCDE", options))
+            lines.append(f"{d}最常见的症状是什么？{body} 答案：{letter}")
+        else:
+            lines.append(f"{d}的常见症状是{s1}和{s2}，患者应当{a}。")
+    return lines
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
