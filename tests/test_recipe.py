@@ -1,6 +1,5 @@
 """The recipe runner on a micro recipe: every stage, evaluation after each, summary, report, re-run."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
