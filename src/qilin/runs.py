@@ -58,6 +58,27 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def iter_jsonl(path: str | Path, what: str = "data file"):
+    """(line number, record) for every non-blank line of a JSONL file, streamed.
+
+    A missing file or a line that is not JSON is the user's mistake: a QilinError / InputError
+    naming the file (and line), never a traceback.
+    """
+    from qilin.errors import InputError, QilinError
+
+    path = Path(path)
+    if not path.is_file():
+        raise QilinError(f"{path}: {what} not found")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
+
+
 def file_hash(path: str | Path, algo: str = "sha256") -> str:
     """Hash of one file, or of every file below a folder (names and contents, in sorted order)."""
     path = Path(path)

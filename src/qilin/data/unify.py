@@ -49,7 +49,7 @@ from typing import Callable, Literal
 
 from qilin.config import doc
 from qilin.errors import InputError, QilinError
-from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl
+from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, iter_jsonl
 
 log = logging.getLogger("qilin")
 
@@ -165,27 +165,18 @@ def make_segments(cfg: Config) -> list[dict]:
 
 def _documents(path: Path, sources: list[str] | None):
     """(source, text) per document; a short heading-like document is joined to the next one of its source."""
-    if not Path(path).is_file():
-        raise QilinError(f"{path}: data file not found")
     heading: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
-            text, source = record.get("text"), record.get("source") or "unknown"
-            if not isinstance(text, str) or not text.strip():
-                raise InputError(path, n, "text", "missing or empty")
-            if sources is not None and source not in sources:
-                continue
-            text = text.strip()
-            if _is_heading(text):
-                heading[source] = text
-                continue
-            yield source, (heading.pop(source) + "\n" + text) if source in heading else text
+    for n, record in iter_jsonl(path):
+        text, source = record.get("text"), record.get("source") or "unknown"
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(path, n, "text", "missing or empty")
+        if sources is not None and source not in sources:
+            continue
+        text = text.strip()
+        if _is_heading(text):
+            heading[source] = text
+            continue
+        yield source, (heading.pop(source) + "\n" + text) if source in heading else text
 
 
 def _is_heading(text: str) -> bool:

@@ -9,7 +9,6 @@ start from a model that has seen the language, not from noise.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -17,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
-from qilin.errors import InputError, QilinError
+from qilin.errors import QilinError
 from qilin.model.load import check_model_dir, save_model
 from qilin.model.tiny import TinyConfig, make_tiny_model
-from qilin.runs import RunFolder
+from qilin.runs import RunFolder, iter_jsonl
 from qilin.train import cpt
 from qilin.train.common import TrainSettings
 
@@ -99,17 +98,8 @@ def _tokenizer(corpus: list[Path], vocab_size: int, run: RunFolder):
 def _corpus_texts(paths: list[Path]) -> Iterator[str]:
     """Every text of the corpus files: `text`, or the contents of each turn of `messages`."""
     for path in paths:
-        if not Path(path).is_file():
-            raise QilinError(f"{path}: corpus file not found")
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
-                if isinstance(record.get("text"), str):
-                    yield record["text"]
-                for message in record.get("messages") or []:
-                    yield message.get("content", "")
+        for _, record in iter_jsonl(path, "corpus file"):
+            if isinstance(record.get("text"), str):
+                yield record["text"]
+            for message in record.get("messages") or []:
+                yield message.get("content", "")

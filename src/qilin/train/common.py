@@ -7,7 +7,6 @@ log (a killed run keeps its curve) and measures training throughput in tokens/s.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from qilin.config import doc
 from qilin.errors import InputError, QilinError
 from qilin.model.load import LoraSettings
-from qilin.runs import RunFolder
+from qilin.runs import RunFolder, iter_jsonl
 
 
 @dataclass
@@ -142,25 +141,15 @@ def load_jsonl(path: str | Path, fields: list[str], check=None):
     """
     from datasets import Dataset
 
-    path = Path(path)
-    if not path.is_file():
-        raise QilinError(f"{path}: data file not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
-            for name in fields:
-                if record.get(name) in (None, "", []):
-                    raise InputError(path, n, name, "missing or empty")
-            problem = check(record) if check else None
-            if problem:
-                raise InputError(path, n, fields[0], problem)
-            rows.append({name: record[name] for name in fields})
+    for n, record in iter_jsonl(path):
+        for name in fields:
+            if record.get(name) in (None, "", []):
+                raise InputError(path, n, name, "missing or empty")
+        problem = check(record) if check else None
+        if problem:
+            raise InputError(path, n, fields[0], problem)
+        rows.append({name: record[name] for name in fields})
     if not rows:
         raise QilinError(f"{path}: no records")
     return Dataset.from_list(rows)

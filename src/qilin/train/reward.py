@@ -25,7 +25,7 @@ from pathlib import Path
 from qilin.config import doc
 from qilin.errors import InputError, QilinError
 from qilin.model.load import check_model_dir, lora_config, merge_lora, save_model
-from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, atomic_write_text
+from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 from qilin.train.common import TrainSettings, train, trl_args
 
 # Prompt fields of other formats (Alpaca, ShareGPT exports, our own eval files): a record naming its
@@ -213,19 +213,10 @@ def read_scoring(path: str | Path) -> list[dict]:
 
 def _records(path: str | Path):
     path = Path(path)
-    if not path.is_file():
-        raise QilinError(f"{path}: data file not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(path, n, None, "expected a JSON object")
-            yield n, record
+    for n, record in iter_jsonl(path):
+        if not isinstance(record, dict):
+            raise InputError(path, n, None, "expected a JSON object")
+        yield n, record
 
 
 def _prompt(path, n: int, record: dict) -> str:
