@@ -11,7 +11,6 @@ UTF-8, empty, a missing column) stops the reader, so it is the one problem liste
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -80,18 +79,10 @@ def cmd_check(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`qilin data` with only these commands: the same one-line errors and exit code 2."""
-    parser = argparse.ArgumentParser(prog="qilin data")
-    add_commands(parser.add_subparsers(title="data commands", metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    try:
-        return args.func(args) or 0
-    except QilinError as e:
-        print(f"qilin: error: {e}", file=sys.stderr)
-        return 2
+    """`qilin data ...` run on its own: the CLI's own entry point, so the same one-line errors and exit 2."""
+    from qilin.cli import main as qilin_main
+
+    return qilin_main(["data", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

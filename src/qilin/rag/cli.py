@@ -122,18 +122,10 @@ def _augment(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The rag commands on their own, with qilin's error handling (one line, exit code 2)."""
-    p = argparse.ArgumentParser(prog="qilin")
-    add_parser(p.add_subparsers())
-    args = p.parse_args(argv)
-    if not getattr(args, "func", None):
-        p.print_help()
-        return 0
-    try:
-        return args.func(args) or 0
-    except QilinError as e:
-        print(f"qilin: error: {e}", file=sys.stderr)
-        return 2
+    """The rag commands on their own (argv starts with `rag`): the CLI's own entry point and error handling."""
+    from qilin.cli import main as qilin_main
+
+    return qilin_main(argv)
 
 
 if __name__ == "__main__":
