@@ -1,5 +1,6 @@
 """The recipe runner on a micro recipe: every stage, evaluation after each, summary, report, re-run."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 
 from qilin import config
 from qilin.errors import QilinError
+from qilin.rag.prompt import HEADER
 from qilin.recipe import Recipe, load_recipe, plan, run_recipe
 from qilin.runs import read_json
 
@@ -28,9 +30,12 @@ def micro_recipe(out: Path) -> Recipe:
                  "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 3}},
         "stages": [{"stage": "cpt", "block_size": 64, "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 2}},
                    {"stage": "sft", "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2}},
-                   {"stage": "dpo", "train": {**MICRO_TRAIN, "lr": 1e-4, "max_steps": 2, "batch_size": 2}}],
+                   {"stage": "dpo", "train": {**MICRO_TRAIN, "lr": 1e-4, "max_steps": 2, "batch_size": 2}},
+                   # retrieval-augmented SFT, a side path from the same model as `sft`
+                   {"stage": "sft", "name": "rag-sft", "from": "cpt", "rag": {"k": 2, "max_chars": 40},
+                    "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2, "max_length": 256}}],
         "eval": {"dialogue_max_new_tokens": 8, "cmexam_max_new_tokens": 8, "batch_size": 8},
-        "rag": {"compare_tokenizers": False},
+        "rag": {"compare_tokenizers": False, "model": "dpo"},
     })
 
 
@@ -43,18 +48,51 @@ def micro_run(tmp_path_factory):
 
 def test_every_stage_is_evaluated_and_summarised(micro_run):
     summary = read_json(micro_run / "summary.json")
-    assert list(summary) == ["base", "cpt", "sft", "dpo", "rag"]
+    assert list(summary) == ["base", "cpt", "sft", "dpo", "rag-sft", "rag", "sft+rag", "rag-sft+rag"]
     for stage, metrics in summary.items():
         for key in METRICS:
             assert key in metrics, (stage, key)
     folders = sorted(p.name for p in micro_run.iterdir() if p.is_dir() and p.name[0].isdigit())
-    assert folders == ["00-data", "01-base", "02-cpt", "03-sft", "04-dpo", "05-rag"]
+    assert folders == ["00-data", "01-base", "02-cpt", "03-sft", "04-dpo", "05-rag-sft", "06-rag"]
     for folder in folders:
         assert (micro_run / folder / "manifest.json").is_file()
     # each stage trains on the previous stage's model
     assert read_json(micro_run / "03-sft" / "manifest.json")["inputs"]["model"]["path"].endswith("02-cpt/model")
     card = read_json(micro_run / "00-data" / "card.json")
     assert card["tokenizer"] and all(f.get("tokens") for f in card["files"].values())
+
+
+def test_rag_row_is_the_named_model_and_rag_sft_trains_with_passages(micro_run):
+    """`rag: {model: dpo}` evaluates dpo with retrieval although rag-sft comes last; rag-sft trains on
+    conversations carrying passages of the rag stage's index, from the same model as its twin `sft`."""
+    rag = micro_run / "06-rag"
+    assert read_json(rag / "manifest.json")["model"].endswith("04-dpo/model")
+    manifest = read_json(micro_run / "05-rag-sft" / "manifest.json")
+    assert manifest["inputs"]["model"]["path"].endswith("02-cpt/model")
+    assert manifest["inputs"]["rag_index"]["path"] == str(rag / "index")
+    trained_on = [json.loads(line) for line in (micro_run / "05-rag-sft" / "rag_sft.jsonl").open(encoding="utf-8")]
+    first_user = next(m for m in trained_on[0]["messages"] if m["role"] == "user")["content"]
+    assert first_user.startswith(HEADER) and "[2]" in first_user and len(trained_on[0]["rag_passages"]) == 2
+    stats = read_json(micro_run / "05-rag-sft" / "metrics.json")["rag"]
+    assert stats["conversations"] == len(trained_on) and stats["k"] == 2
+    # the twin and the RAG-trained model, each evaluated with retrieval like the rag row
+    for name in ("sft", "rag-sft"):
+        preds = (rag / "compare" / name / "predictions" / "dialogue.jsonl").read_text(encoding="utf-8")
+        assert all(len(json.loads(line)["passages"]) == 3 for line in preds.splitlines())
+    report = (micro_run / "report.md").read_text(encoding="utf-8")
+    section = report.split("### Retrieval-augmented fine-tuning (`rag-sft`)")[1]
+    assert "| sft | no |" in section and "| rag-sft | yes |" in section
+    assert "training with passages" in section and "`dialogue.rouge1`" in section
+    assert "Row `rag` is the final model (`dpo`)" in report
+    assert "## Rejection sampling" not in report  # the `+rag` rows are not rejection rounds
+
+
+def test_rag_training_without_an_index_is_refused_before_anything_runs(tmp_path):
+    recipe = micro_recipe(tmp_path / "r")
+    recipe.rag = None
+    with pytest.raises(QilinError, match=r"stages\[3\] \(rag-sft\).rag: no index"):
+        plan(recipe)
+    assert not (tmp_path / "r").exists()
 
 
 def test_report_has_a_row_per_stage_protocols_and_plots(micro_run):

@@ -56,7 +56,10 @@ class Recipe:
                              "previous one, e.g. a second path compared with the first) and its options.", [])
     eval: dict = doc("Options of the evaluation after every stage (qilin.eval.suite.EvalConfig).", {})
     rag: dict | None = doc("Options of the rag stage (qilin.rag.stage.Config): index the CPT corpus and evaluate "
-                           "the final model with retrieval (Qilin-Med-RAG); null = no rag stage.", None)
+                           "the final model with retrieval (Qilin-Med-RAG); `model:` may name a stage (default: "
+                           "the last). An sft stage with `rag: {}` trains with passages from this index, and is "
+                           "evaluated with retrieval beside its plain twin (same kind, same input model). "
+                           "null = no rag stage.", None)
     report: bool = doc("Write report.md / report.html at the end.", True)
 
 
@@ -95,6 +98,8 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
     reward_model = None
     models = {"base": policy}  # the policies so far by stage name, for `from:`
     made: dict[str, Path] = {}  # Config field -> file, from the MAKES_DATA stages so far
+    started_from: dict[str, tuple[str, Path, bool]] = {}  # stage name -> (kind, input model, trained with passages)
+    rag_folder = out / f"{len(recipe.stages) + 2:02d}-rag"
     for i, spec in enumerate(recipe.stages):
         spec = dict(spec)
         kind = spec.pop("stage")
@@ -105,6 +110,9 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
                 raise QilinError(f"stages[{i}] ({name}).from: {start!r} is not `base` or an earlier stage "
                                  f"({', '.join(models)})")
             policy = models[start]
+        if spec.get("rag") is not None:  # retrieval-augmented training: passages from the rag stage's index
+            spec["rag"] = _rag_training(recipe, spec["rag"], rag_folder, f"stages[{i}] ({name}).rag")
+        started_from[name] = (kind, policy, spec.get("rag") is not None)
         run = RunFolder(out / f"{i + 2:02d}-{name}")
         module = importlib.import_module(STAGES[kind])
         if kind in MAKES_DATA:
@@ -129,18 +137,40 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
         else:
             policy = models[name] = run.model_dir
     if recipe.rag is not None:
-        steps.append(_rag_step(recipe, out / f"{len(steps):02d}-rag", data_run.path, policy))
+        steps.append(_rag_step(recipe, rag_folder, data_run.path, policy, models, started_from))
     return steps
 
 
-def _rag_step(recipe: Recipe, folder: Path, data_dir: Path, model: Path) -> tuple[str, RunFolder, object]:
-    """Qilin-Med-RAG: BM25 over the CPT corpus (METHODS.md 1), the final model evaluated with it."""
+def _rag_training(recipe: Recipe, value: object, rag_folder: Path, where: str) -> dict:
+    """A stage's `rag:` option; its index defaults to the rag stage's (built before that stage runs)."""
+    value = {} if value is True else value
+    if not isinstance(value, dict):
+        raise QilinError(f"{where}: expected a mapping of options (e.g. `rag: {{k: 3}}`), got {value!r}")
+    if value.get("index") is None:
+        if recipe.rag is None:
+            raise QilinError(f"{where}: no index to retrieve from; add a `rag:` section to the recipe (its index is "
+                             "built over the CPT corpus) or give `index:`")
+        value = {**value, "index": rag_folder / "index"}
+    return value
+
+
+def _rag_step(recipe: Recipe, folder: Path, data_dir: Path, last: Path, models: dict[str, Path],
+              started_from: dict[str, tuple[str, Path, bool]]) -> tuple[str, RunFolder, object]:
+    """Qilin-Med-RAG: BM25 over the CPT corpus (METHODS.md 1), the final model evaluated with it; and
+    every retrieval-trained stage, with its plain twin, evaluated with it too."""
     from qilin.rag import stage
 
     rag = dict(recipe.rag)
+    model = rag.pop("model", None)
+    model = (models.get(model, model) if isinstance(model, str) else model) or last  # a stage's name, or a path
+    compare: dict[str, Path] = {}
+    for name, (kind, start, with_passages) in started_from.items():
+        if with_passages:
+            twin = next((n for n, (k, s, p) in started_from.items() if k == kind and s == start and not p), None)
+            compare |= ({twin: models[twin]} if twin else {}) | {name: models[name]}
     # the same evaluation as every other stage, with whatever the rag section changes (e.g. its tasks)
     evaluation = qconfig.merge(_eval_values(recipe, data_dir), rag.pop("eval", {}) or {})
-    values = {"corpus": [data_dir / "train" / "cpt.jsonl"], "data": data_dir, "model": model,
+    values = {"corpus": [data_dir / "train" / "cpt.jsonl"], "data": data_dir, "model": model, "compare": compare,
               **rag, "eval": evaluation, "out": folder}
     return "rag", RunFolder(folder), qconfig.build(stage.Config, values, "rag")
 
@@ -165,6 +195,7 @@ def run_recipe(recipe: Recipe) -> Path:
                                             "steps": [[n, r.path.name] for n, r, _ in steps]})
     atomic_write_text(out / "recipe.yaml", qconfig.dump(recipe))
     for k, (name, run, cfg) in enumerate(steps, 1):
+        _build_index_for(run, cfg, steps[-1])
         _run_step(name, run, cfg, k, len(steps))
         if name == "base":
             _count_tokens(data_dir, run)
@@ -178,6 +209,17 @@ def run_recipe(recipe: Recipe) -> Path:
         log.info("report: %s", out / "report.md")
     log.info("peak memory: %.0f MB", _peak_rss_mb())
     return out
+
+
+def _build_index_for(run: RunFolder, cfg: object, last_step: tuple[str, RunFolder, object]) -> None:
+    """A stage that trains with retrieved passages from the rag stage's index needs it before the rag
+    stage runs: build it now, where the rag stage will find it (and reuse it)."""
+    name, rag_run, rag_cfg = last_step
+    if name == "rag" and not run.is_complete() and getattr(getattr(cfg, "rag", None), "index", None) == \
+            rag_run.path / "index":
+        from qilin.rag import stage
+
+        stage.ensure_index(rag_cfg)
 
 
 def write_summary(out: Path) -> Path:

@@ -161,7 +161,9 @@ def _rag_lines(info: dict) -> list[str]:
     rag = next((s for s in stages if s["name"] == "rag"), None)
     if rag is None:
         return []
-    before = [s for s in stages if s["name"] != "rag"][-1]
+    evaluated = (rag["manifest"] or {}).get("model")
+    before = next((s for s in stages if s["name"] != "rag" and (s["manifest"] or {}).get("model") == evaluated),
+                  [s for s in stages if s["name"] != "rag"][-1])
     out = ["", "## Retrieval (Qilin-Med-RAG)", "",
            f"Row `rag` is the final model (`{before['name']}`) with the top passages of a BM25 index over the "
            "CPT corpus placed before each question; same tasks and protocols otherwise.", ""]
@@ -175,7 +177,54 @@ def _rag_lines(info: dict) -> list[str]:
     if table:
         out += ["", "Retrieval quality (question-to-answer: each question's own answer among all answers):", "",
                 *table.strip().splitlines()]
+    return out + _rag_training_lines(info, rag)
+
+
+RAG_KEYS = ("cmexam.accuracy", "cmexam.accuracy_logits", "dialogue.bleu1", "dialogue.rouge1", "preference.accuracy")
+
+
+def _rag_training_lines(info: dict, rag: dict) -> list[str]:
+    """Retrieval-augmented fine-tuning against the same training without passages, each model evaluated
+    without retrieval (its own row) and with it (the rag stage's `<name>+rag` rows)."""
+    with_rag = rag.get("rows") or {}
+    trained = [s for s in _evaluated(info) if "rag" in (s["train"] or {}) and f"{s['name']}+rag" in with_rag]
+    out = []
+    for s in trained:
+        start = _input_model(s)
+        twin = next((t for t in _evaluated(info) if t is not s and "rag" not in (t["train"] or {})
+                     and _input_model(t) == start and f"{t['name']}+rag" in with_rag), None)
+        counts = s["train"]["rag"]
+        out += ["", f"### Retrieval-augmented fine-tuning (`{s['name']}`)", "",
+                f"`{s['name']}` trained with the top-{counts.get('k')} passages before the first question of each "
+                f"of its {counts.get('conversations')} conversations ({counts.get('self_passages_dropped')} passages "
+                "that repeated their own conversation replaced by the next best, "
+                f"{counts.get('without_passages')} conversations left without any)"
+                + (f"; `{twin['name']}` trained the same way from the same model without them." if twin else
+                   "; no stage trained the same way without passages, so there is nothing to compare it with."),
+                "Each cell: evaluated without retrieval / with retrieval.", ""]
+        rows = [t for t in (twin, s) if t]
+        keys = [k for k in RAG_KEYS if all(k in t["eval"]["metrics"] and k in with_rag[f"{t['name']}+rag"]
+                                           for t in rows)]
+        out += ["| model | passages in training | " + " | ".join(COLUMNS[k][0] for k in keys) + " |",
+                "|" + "---|" * (2 + len(keys))]
+        for t in rows:
+            out.append(f"| {t['name']} | {'yes' if t is s else 'no'} | " + " | ".join(
+                f"{_fmt(k, t['eval']['metrics'][k])} / {_fmt(k, with_rag[t['name'] + '+rag'][k])}" for k in keys) + " |")
+        if twin is None:
+            continue
+        out.append("")
+        for k in keys:
+            a, b = with_rag[f"{twin['name']}+rag"][k], with_rag[f"{s['name']}+rag"][k]
+            verdict = "changes nothing" if a == b else ("helps" if b > a else "does not help")
+            out.append(f"- with retrieval, training with passages {verdict} on `{k}`: {_fmt(k, a)} "
+                       f"(`{twin['name']}`) vs {_fmt(k, b)} (`{s['name']}`)")
+        out.append("\nAccuracies on these small sets move by whole items: a difference inside the 95% intervals "
+                   "of the main table is noise, whichever way it points.")
     return out
+
+
+def _input_model(stage: dict) -> str | None:
+    return (((stage["manifest"] or {}).get("inputs") or {}).get("model") or {}).get("path")
 
 
 def _reference_lines(info: dict) -> list[str]:
@@ -310,7 +359,9 @@ def _html(info: dict, plots: dict[str, Path], run_dir: Path) -> str:
         if table:
             body.append("<table>" + "".join(table) + "</table>")
             table = []
-        if line.startswith("## "):
+        if line.startswith("### "):
+            body.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
@@ -357,13 +408,10 @@ def _onestage(info: dict) -> dict | None:
 def _path_from(info: dict, one: dict) -> list[dict]:
     """The other stages trained from the model `one` started from, followed model to model: the two-stage
     path of the comparison (read from the manifests, so no naming convention is needed)."""
-    def model_in(s):
-        return (((s["manifest"] or {}).get("inputs") or {}).get("model") or {}).get("path")
-
-    chain, current = [], model_in(one)
+    chain, current = [], _input_model(one)
     while current:
         nxt = next((s for s in info["stages"] if s is not one and s not in chain and s["eval"] and s["name"] != "rag"
-                    and model_in(s) == current and (s["manifest"] or {}).get("model")), None)
+                    and _input_model(s) == current and (s["manifest"] or {}).get("model")), None)
         if nxt is None:
             break
         chain.append(nxt)
@@ -419,6 +467,8 @@ def _round_rows(stage: dict) -> list[dict]:
     (and so its intervals) where the round folder has one."""
     out = []
     for name, row in (stage.get("rows") or {}).items():
+        if "round" not in row:  # rows of another kind (the rag stage's `<model>+rag`)
+            continue
         own = stage["path"] / f"round{row.get('round')}" / "eval" / "metrics.json"
         out.append({"name": name, "path": own.parent.parent,
                     "eval": read_json(own) if own.is_file() else {"metrics": row}})
@@ -455,7 +505,7 @@ def _rejection_lines(info: dict) -> list[str]:
     """Per round: N, K, T, sampling settings and the reward of sampled and kept answers."""
     out = []
     for s in info["stages"]:
-        rows = s.get("rows") or {}
+        rows = {name: r for name, r in (s.get("rows") or {}).items() if "round" in r}
         if not rows:
             continue
         first = next(iter(rows.values()))
@@ -504,10 +554,10 @@ def _reward_plot(info: dict, plot_dir: Path) -> Path | None:
     """Mean reward of sampled and kept answers by rejection round, with one standard deviation."""
     import matplotlib.pyplot as plt
 
-    stage = next((s for s in info["stages"] if s.get("rows")), None)
+    stage = next((s for s in info["stages"] if _round_rows(s)), None)
     if stage is None:
         return None
-    rows = list(stage["rows"].values())
+    rows = [r for r in stage["rows"].values() if "round" in r]
     rounds = [r.get("round") for r in rows]
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     for which in ("sampled", "kept"):

@@ -8,6 +8,10 @@
     NN-rag/eval/           the final model evaluated WITH retrieval (same tasks and protocols as
                            every other stage's eval/, passages before the question): the report's
                            Qilin-Med-RAG row, beside the last stage's row without retrieval
+    NN-rag/compare/<name>/ other models evaluated with retrieval in the same way (`compare`): the
+                           recipe passes each retrieval-trained SFT stage and its plain twin, so the
+                           report can tell whether training with passages helps (RAG issue item 6)
+    NN-rag/eval/rows.json  their summary rows, `<name>+rag`
     NN-rag/manifest.json   `model` = the evaluated model (retrieval trains nothing)
 """
 
@@ -23,7 +27,7 @@ from qilin.errors import QilinError
 from qilin.rag import quality, tokenize
 from qilin.rag.index import IndexConfig, build_index
 from qilin.rag.prompt import MAX_CHARS
-from qilin.runs import RunFolder, file_hash, read_json
+from qilin.runs import RunFolder, atomic_write_json, file_hash, read_json
 
 
 def _bundled_qa() -> list[Path]:
@@ -48,29 +52,49 @@ class Config:
     max_chars: int = doc("characters kept of each passage in the prompt", MAX_CHARS)
     compare_tokenizers: bool = doc("measure retrieval quality for every tokenisation, not only the index's", True)
     eval: dict = doc("qilin.eval.suite.EvalConfig options for the evaluation with retrieval", {})
+    compare: dict[str, Path] = doc("more models to evaluate with retrieval, by name: summary rows `<name>+rag` "
+                                   "(needs `data`)", {})
 
 
 def run(cfg: Config) -> Path:
     folder = RunFolder(cfg.out)
     if folder.is_complete():
         return folder.path
+    folder.write_config(cfg)
+    ensure_index(cfg)
+    folder.write_metrics(retrieval_metrics(cfg))
+    if cfg.data is not None:
+        if cfg.model is not None:
+            _evaluate(cfg, cfg.model, folder.path / "eval")
+        rows = {f"{name}+rag": _evaluate(cfg, model, folder.path / "compare" / name)["metrics"]
+                for name, model in cfg.compare.items()}
+        if rows:
+            atomic_write_json(folder.path / "eval" / "rows.json", rows)
+    inputs = ({f"corpus{i}": p for i, p in enumerate(cfg.corpus)} | {"model": cfg.model, "data": cfg.data}
+              | {f"compare.{name}": model for name, model in cfg.compare.items()})
+    return folder.finish(inputs=inputs, seed=None, extra={"model": str(cfg.model) if cfg.model else None})
+
+
+def ensure_index(cfg: Config) -> Path:
+    """The stage's index folder, built unless an index of the same files, built the same way, is there
+    (left by an interrupted run, or built early for a retrieval-augmented SFT stage)."""
     if not cfg.corpus:
         raise QilinError("rag stage: corpus is empty; give the files to index (e.g. 00-data/train/cpt.jsonl)")
-    folder.write_config(cfg)
-    index_dir = folder.path / "index"
+    index_dir = Path(cfg.out) / "index"
     if not _index_is_current(index_dir, cfg):
         build_index(cfg.corpus, index_dir, cfg.index)
-    folder.write_metrics(retrieval_metrics(cfg))
-    if cfg.model is not None and cfg.data is not None:
-        from qilin.eval.suite import EvalConfig
-        from qilin.rag.augment import evaluate_with_rag
+    return index_dir
 
-        eval_cfg = qconfig.build(EvalConfig, cfg.eval, "rag.eval")
-        if not (folder.path / "eval" / "metrics.json").is_file():
-            evaluate_with_rag(cfg.model, cfg.data, eval_cfg, folder.path / "eval", index_dir, cfg.k, cfg.mode,
-                              cfg.max_chars)
-    inputs = {f"corpus{i}": p for i, p in enumerate(cfg.corpus)} | {"model": cfg.model, "data": cfg.data}
-    return folder.finish(inputs=inputs, seed=None, extra={"model": str(cfg.model) if cfg.model else None})
+
+def _evaluate(cfg: Config, model: Path, out: Path) -> dict:
+    """One model evaluated with retrieval into `out` (kept if already complete)."""
+    from qilin.eval.suite import EvalConfig
+    from qilin.rag.augment import evaluate_with_rag
+
+    if (out / "metrics.json").is_file():
+        return read_json(out / "metrics.json")
+    eval_cfg = qconfig.build(EvalConfig, cfg.eval, "rag.eval")
+    return evaluate_with_rag(model, cfg.data, eval_cfg, out, Path(cfg.out) / "index", cfg.k, cfg.mode, cfg.max_chars)
 
 
 def retrieval_metrics(cfg: Config) -> dict:

@@ -4,6 +4,12 @@ The chat template (model/chat.py) wraps each assistant turn's content and its `<
 `{% generation %}` markers; with `assistant_only_loss=True` TRL sets the labels of every other
 token (system and user turns, role headers) to -100, so the model learns to answer, and to stop,
 but is not trained to imitate the patient's questions.
+
+With `rag` set (retrieval-augmented fine-tuning), the first user turn of every conversation gets
+the top passages of an index first, in the same layout as evaluation with retrieval
+(qilin.rag.prompt), so the model learns to use what it is given. The augmented conversations are
+written to `rag_sft.jsonl` in the run folder (what was trained on, and reused on resume) and the
+retrieval counts to metrics.json under `rag`.
 """
 
 from __future__ import annotations
@@ -12,11 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
+from qilin.errors import QilinError
 from qilin.model.load import load_model, lora_config, merge_lora, save_model
-from qilin.runs import RunFolder
+from qilin.rag.prompt import MAX_CHARS
+from qilin.runs import RunFolder, atomic_write_json, read_json
 from qilin.train.common import TrainSettings, load_jsonl, train, trl_args, use_model_loss_on_cpu
 
 ROLES = {"system", "user", "assistant"}
+RAG_DATA = "rag_sft.jsonl"
+
+
+@dataclass
+class RagTraining:
+    index: Path | None = doc("index folder (`qilin rag index`) to retrieve from; in a recipe, null = the rag "
+                             "stage's index over the CPT corpus", None)
+    k: int = doc("passages put before the first question of each conversation", 3)
+    mode: str = doc("retrieval: bm25, dense or hybrid (as the index allows)", "bm25")
+    max_chars: int = doc("characters kept of each passage", MAX_CHARS)
+    drop_self: bool = doc("drop passages that repeat the conversation itself, which the CPT corpus contains "
+                          "(qilin.rag.augment): otherwise the model learns to copy an answer that is never "
+                          "in the index at test time", True)
 
 
 @dataclass
@@ -28,6 +49,8 @@ class Config:
         "training hyper-parameters (Qilin-Med: LoRA r 8, alpha 32, LR 2e-5, 1 epoch; the tiny default "
         "model learns nothing at 2e-5, hence full fine-tuning at 1e-4 here)",
         lambda: TrainSettings(lr=1e-4, epochs=1.0))
+    rag: RagTraining | None = doc("retrieval-augmented fine-tuning (module docstring); null = plain SFT. Leave "
+                                  "train.max_length room for the passages (~200 tokens at k 3)", None)
 
 
 def run(cfg: Config) -> Path:
@@ -36,13 +59,30 @@ def run(cfg: Config) -> Path:
         return run.path
     run.write_config(cfg)
     if not run.model_is_complete():
+        data = cfg.data if cfg.rag is None else _with_passages(cfg, run)
         model, tokenizer = load_model(cfg.model)
-        trainer = _trainer(model, tokenizer, load_jsonl(cfg.data, ["messages"], _check), cfg.train, run)
+        trainer = _trainer(model, tokenizer, load_jsonl(data, ["messages"], _check), cfg.train, run)
         metrics = train(trainer, run)
+        if cfg.rag is not None:
+            metrics["rag"] = read_json(run.path / (RAG_DATA + ".json"))
         run.write_metrics(metrics)
         save_model(merge_lora(trainer.model), tokenizer, run.model_dir)
-    return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
+    inputs = {"model": cfg.model, "data": cfg.data} | ({"rag_index": cfg.rag.index} if cfg.rag else {})
+    return run.finish(inputs=inputs, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
+
+
+def _with_passages(cfg: Config, run: RunFolder) -> Path:
+    """The training conversations with their retrieved passages (written once; a resumed run reuses them)."""
+    from qilin.rag.augment import augment_sft
+
+    if cfg.rag.index is None:
+        raise QilinError("sft.rag.index: no index given; build one with `qilin rag index` and pass its folder")
+    out, stats = run.path / RAG_DATA, run.path / (RAG_DATA + ".json")
+    if not stats.is_file():  # written after the data: present = the data is complete
+        atomic_write_json(stats, augment_sft(cfg.rag.index, cfg.data, out, cfg.rag.k, cfg.rag.mode,
+                                             cfg.rag.max_chars, cfg.rag.drop_self))
+    return out
 
 
 def labelled_example(model, tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
