@@ -101,6 +101,8 @@ def test_report_has_a_row_per_stage_protocols_and_plots(micro_run):
         assert f"| {stage} |" in report
     assert "qilin-med" in report and "33.5" in report  # a protocol line and a published number
     assert "## Retrieval (Qilin-Med-RAG)" in report and "| rag |" in report and "MRR" in report
+    letters = report.split("### CMExam: reading the questions, or preferring a letter?")[1].split("##")[0]
+    assert all(f"| {stage} |" in letters for stage in ("base", "cpt", "sft", "dpo"))
     assert (micro_run / "plots" / "metrics_by_stage.png").stat().st_size > 1000
     assert (micro_run / "plots" / "training_loss.png").stat().st_size > 1000
     page = (micro_run / "report.html").read_text(encoding="utf-8")

@@ -140,6 +140,7 @@ def _markdown(info: dict, plots: dict[str, Path]) -> str:
     out += _unify_lines(info) + _onestage_lines(info)
     out += _reward_lines(info) + _rejection_lines(info)
     out += ["", "## Reference lines", ""] + [f"- {line}" for line in _reference_lines(info)]
+    out += _letter_lines(info)
     out += ["", "## Protocols", ""]
     out += [f"- `{k}`: {v}" for k, v in sorted(_protocols(info).items()) if k in COLUMNS or "." in k]
     out += ["", "## Published Qilin-Med numbers, for orientation", "",
@@ -172,7 +173,8 @@ def _rag_lines(info: dict) -> list[str]:
         if a is None or b is None:
             continue
         verdict = "helps" if b > a else ("changes nothing" if b == a else "does not help")
-        out.append(f"- retrieval {verdict} on `{key}`: {_fmt(key, a)} without, {_fmt(key, b)} with")
+        out.append(f"- retrieval {verdict} on `{key}`: {_fmt(key, a)} without, {_fmt(key, b)} with"
+                   + _letter_note(key, before["eval"]["metrics"], rag["eval"]["metrics"]))
     table = (rag["train"] or {}).get("table_md")
     if table:
         out += ["", "Retrieval quality (question-to-answer: each question's own answer among all answers):", "",
@@ -214,13 +216,31 @@ def _rag_training_lines(info: dict, rag: dict) -> list[str]:
             continue
         out.append("")
         for k in keys:
-            a, b = with_rag[f"{twin['name']}+rag"][k], with_rag[f"{s['name']}+rag"][k]
+            plain, trained = with_rag[f"{twin['name']}+rag"], with_rag[f"{s['name']}+rag"]
+            a, b = plain[k], trained[k]
             verdict = "changes nothing" if a == b else ("helps" if b > a else "does not help")
             out.append(f"- with retrieval, training with passages {verdict} on `{k}`: {_fmt(k, a)} "
-                       f"(`{twin['name']}`) vs {_fmt(k, b)} (`{s['name']}`)")
+                       f"(`{twin['name']}`) vs {_fmt(k, b)} (`{s['name']}`)" + _letter_note(k, plain, trained))
         out.append("\nAccuracies on these small sets move by whole items: a difference inside the 95% intervals "
                    "of the main table is noise, whichever way it points.")
     return out
+
+
+SHUFFLED = {"cmexam.accuracy": "cmexam.shuffled", "cmexam.accuracy_logits": "cmexam.shuffled_logits"}
+
+
+def _letter_note(key: str, before: dict, after: dict) -> str:
+    """For a CMExam accuracy change: does the model's preference among answer letters alone explain it?
+    (the same answers shuffled across questions score `cmexam.shuffled*`)."""
+    shuffled = SHUFFLED.get(key)
+    a, b = before.get(key), after.get(key)
+    sa, sb = before.get(shuffled), after.get(shuffled)
+    if shuffled is None or None in (a, b, sa, sb) or a == b:
+        return ""
+    note = f"; the same answers shuffled across questions: {_fmt(key, sa)} -> {_fmt(key, sb)}"
+    explained = (sb - sa) * (b - a) > 0 and abs(sb - sa) >= 0.5 * abs(b - a)
+    return note + (", so the change comes from which letter the model prefers, not from reading the questions"
+                   if explained else ", so letter preference alone does not explain it")
 
 
 def _input_model(stage: dict) -> str | None:
@@ -235,11 +255,31 @@ def _reference_lines(info: dict) -> list[str]:
             lines.append(f"CMExam chance level (uniform guess over each question's options): "
                          f"{m['cmexam.chance'] * 100:.1f}%; models this small sit near it, so claim nothing "
                          "from a difference inside the intervals.")
+        if "cmexam.majority" in m:
+            lines.append(f"Always answering the most frequent reference answer scores {m['cmexam.majority'] * 100:.1f}%: "
+                         "a model that prefers one letter lands between chance and this without reading anything "
+                         "(the letter-preference table below shows each model's own figure).")
         for key in ("ppl.unigram_medical", "ppl.unigram_general"):
             if key in m:
                 lines.append(f"`{key}` = {m[key]:.1f}: perplexity of a unigram model of the training tokens "
                              "(a model that learned nothing but token frequencies).")
     return lines or ["(none recorded)"]
+
+
+def _letter_lines(info: dict) -> list[str]:
+    """Each model's CMExam accuracy beside its own answers shuffled across questions (letter preference)."""
+    rows = [s for s in _model_rows(info) if "cmexam.shuffled" in s["eval"]["metrics"]]
+    if not rows:
+        return []
+    out = ["", "### CMExam: reading the questions, or preferring a letter?", "",
+           "Accuracy beside the expected accuracy of the same answers shuffled across questions. Where the two "
+           "agree, the model's score comes from which letter it prefers, not from the questions.", "",
+           "| stage | acc (gen) | shuffled (gen) | acc (logits) | shuffled (logits) |", "|---|---|---|---|---|"]
+    for s in rows:
+        m = s["eval"]["metrics"]
+        out.append(f"| {s['name']} | " + " | ".join(_fmt(k, m.get(k)) + " | " + _fmt(k, m.get(SHUFFLED[k]))
+                                                    for k in SHUFFLED) + " |")
+    return out
 
 
 def _training_lines(info: dict) -> list[str]:

@@ -103,3 +103,20 @@ def test_config_loads_from_overrides():
 
     cfg = load(EvalConfig, overrides=["tasks=[cmexam]", "limit=5", "preference_normalise=mean"])
     assert cfg.tasks == ["cmexam"] and cfg.limit == 5 and cfg.preference_normalise == "mean"
+
+
+def test_letter_preference_references():
+    """A model that answers B to everything scores the share of B in the key, which `shuffled` predicts
+    and `majority` bounds; a model that reads the questions beats its own shuffled answers."""
+    refs = ["B", "B", "B", "A", "C", "D", "E", "BE"]
+
+    def preds(answers):
+        return [{"reference": r, "prediction": a, "prediction_logits": a, "correct": a == r,
+                 "correct_logits": a == r, "n_options": 5} for r, a in zip(refs, answers)]
+
+    always_b = suite.recompute_cmexam(preds(["B"] * 8))["metrics"]
+    assert always_b["cmexam.accuracy"] == always_b["cmexam.shuffled"] == 3 / 8
+    assert always_b["cmexam.majority"] == 3 / 8
+    reader = suite.recompute_cmexam(preds(refs))["metrics"]  # every answer right
+    assert reader["cmexam.accuracy"] == 1 and reader["cmexam.shuffled"] == pytest.approx((9 + 1 + 1 + 1 + 1 + 1) / 64)
+    assert suite.recompute_cmexam(preds([None] * 8))["metrics"]["cmexam.shuffled_logits"] == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -74,6 +75,10 @@ _LOGITS = ("logits: same raw prompt, zero-shot, one forward pass; prediction = o
            "this question's options) with the highest next-token log-prob; exact match")
 
 
+_SHUFFLED = ("expected accuracy of the model's own {protocol} answers shuffled across questions: what its "
+             "preference among answer letters scores without reading the questions")
+
+
 def cmexam_prompt(row: dict) -> str:
     opts = "\n".join(f"{k} {v}" for k, v in sorted(row["options"].items()))
     return CMEXAM_PROMPT.format(question=row["question"], options=opts)
@@ -99,7 +104,10 @@ def run_cmexam(lm: LM, rows: list[dict], cfg: EvalConfig) -> dict:
                           + "; single-answer questions only",
                           "cmexam.accuracy_logits": _LOGITS + "; all questions (multi-answer ones count wrong)",
                           "cmexam.accuracy_logits_single": _LOGITS + "; single-answer questions only",
-                          "cmexam.chance": "mean of 1/(number of options) over single-answer questions"}}
+                          "cmexam.chance": "mean of 1/(number of options) over single-answer questions",
+                          "cmexam.majority": "accuracy of always answering the most frequent reference answer",
+                          "cmexam.shuffled": _SHUFFLED.format(protocol="qilin-med"),
+                          "cmexam.shuffled_logits": _SHUFFLED.format(protocol="logits")}}
 
 
 def recompute_cmexam(preds: list[dict]) -> dict:
@@ -116,6 +124,16 @@ def recompute_cmexam(preds: list[dict]) -> dict:
         out["ci95"][name] = list(M.binomial_ci(k, len(items)))
     out["metrics"]["cmexam.chance"] = M.mean([1 / p["n_options"] for p in single]) if single else float("nan")
     out["n"]["cmexam.chance"] = len(single)
+    # A small model often answers one letter to everything; where the answer key is not balanced that
+    # alone moves accuracy away from chance. These two reference lines tell such a shift from reading.
+    references = Counter(p["reference"] for p in preds)
+    out["metrics"]["cmexam.majority"] = max(references.values()) / len(preds) if preds else float("nan")
+    for name, key in (("cmexam.shuffled", "prediction"), ("cmexam.shuffled_logits", "prediction_logits")):
+        answers = Counter(p[key] for p in preds)
+        out["metrics"][name] = (sum(n * references[a] for a, n in answers.items()) / len(preds) ** 2
+                                if preds else float("nan"))
+    for name in ("cmexam.majority", "cmexam.shuffled", "cmexam.shuffled_logits"):
+        out["n"][name] = len(preds)
     return out
 
 
