@@ -21,6 +21,7 @@ class Outer:
     path: Path | None = doc("a path", None)
     tags: list[str] = doc("tags", [])
     inner: Inner = doc("nested", Inner)
+    extra: Inner | None = doc("an optional section", None)
 
 
 def test_yaml_then_overrides_with_type_conversion(tmp_path):
@@ -52,6 +53,12 @@ def test_bad_value_and_bad_yaml_name_the_place(tmp_path):
 def test_describe_lists_every_field_with_its_help():
     rows = {k: h for k, _, h in config.describe(Outer)}
     assert rows["inner.r"] == "rank" and rows["lr"] == "learning rate"
+    assert rows["extra"] == "an optional section" and rows["extra.r"] == "rank"  # off by default, still listed
+
+
+def test_an_optional_section_is_switched_on_by_any_of_its_keys():
+    assert config.load(Outer).extra is None
+    assert config.load(Outer, None, ["extra.r=2"]).extra == Inner(r=2)
 
 
 def test_dump_round_trips(tmp_path):

@@ -126,6 +126,11 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
         if dataclasses.is_dataclass(hint):
             rows += describe(hint, f"{prefix}{f.name}.")
             continue
+        optional = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        if optional:  # an optional section (`X | None`): the switch itself, then its settings
+            rows.append((prefix + f.name, repr(f.default), f.metadata.get("help", "")))
+            rows += describe(optional[0], f"{prefix}{f.name}.")
+            continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
         rows.append((prefix + f.name, repr(default), f.metadata.get("help", "")))
