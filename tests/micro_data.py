@@ -10,6 +10,7 @@ import json
 import random
 from pathlib import Path
 
+from qilin import config
 from qilin.model.tiny import TinyConfig
 
 MICRO = TinyConfig(hidden=32, layers=2, heads=2, kv_heads=2, ffn=64, max_position=256)
@@ -38,3 +39,31 @@ def micro_lines(n: int = 300, seed: int = 0) -> list[str]:
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+# The micro recipe: every stage of the Qilin-Med recipe, RAG-SFT included, in seconds.
+MICRO_TRAIN = {"batch_size": 4, "max_length": 128, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0}
+METRICS = ["cmexam.accuracy", "dialogue.bleu1", "dialogue.rouge1", "ppl.medical", "ppl.general",
+           "preference.accuracy"]
+
+
+def micro_recipe(out: Path):
+    from qilin.recipe import Recipe
+
+    return config.build(Recipe, {
+        "name": "micro", "out": out, "seed": 1,
+        "data": {"eval_cmexam": 6, "eval_dialogue": 4, "eval_medical_paragraphs": 4, "eval_general": 4,
+                 "eval_preference_medical": 3, "eval_preference_general": 3, "max_pretrain_general": 40,
+                 "max_cpt_docs": 80, "max_sft": 40, "max_dpo": 16},
+        "base": {"vocab_size": 600, "block_size": 64,
+                 "tiny": {"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 2, "ffn": 64, "max_position": 128},
+                 "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 3}},
+        "stages": [{"stage": "cpt", "block_size": 64, "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 2}},
+                   {"stage": "sft", "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2}},
+                   {"stage": "dpo", "train": {**MICRO_TRAIN, "lr": 1e-4, "max_steps": 2, "batch_size": 2}},
+                   # retrieval-augmented SFT, a side path from the same model as `sft`
+                   {"stage": "sft", "name": "rag-sft", "from": "cpt", "rag": {"k": 2, "max_chars": 40},
+                    "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2, "max_length": 256}}],
+        "eval": {"dialogue_max_new_tokens": 8, "cmexam_max_new_tokens": 8, "batch_size": 8},
+        "rag": {"compare_tokenizers": False, "model": "dpo"},
+    })

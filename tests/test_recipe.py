@@ -6,37 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from micro_data import METRICS, micro_recipe
 
-from qilin import config
 from qilin.errors import QilinError
 from qilin.rag.prompt import HEADER
-from qilin.recipe import Recipe, load_recipe, plan, run_recipe
+from qilin.recipe import load_recipe, plan, run_recipe
 from qilin.runs import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
-MICRO_TRAIN = {"batch_size": 4, "max_length": 128, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0}
-METRICS = ["cmexam.accuracy", "dialogue.bleu1", "dialogue.rouge1", "ppl.medical", "ppl.general",
-           "preference.accuracy"]
-
-
-def micro_recipe(out: Path) -> Recipe:
-    return config.build(Recipe, {
-        "name": "micro", "out": out, "seed": 1,
-        "data": {"eval_cmexam": 6, "eval_dialogue": 4, "eval_medical_paragraphs": 4, "eval_general": 4,
-                 "eval_preference_medical": 3, "eval_preference_general": 3, "max_pretrain_general": 40,
-                 "max_cpt_docs": 80, "max_sft": 40, "max_dpo": 16},
-        "base": {"vocab_size": 600, "block_size": 64,
-                 "tiny": {"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 2, "ffn": 64, "max_position": 128},
-                 "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 3}},
-        "stages": [{"stage": "cpt", "block_size": 64, "train": {**MICRO_TRAIN, "lr": 3e-3, "max_steps": 2}},
-                   {"stage": "sft", "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2}},
-                   {"stage": "dpo", "train": {**MICRO_TRAIN, "lr": 1e-4, "max_steps": 2, "batch_size": 2}},
-                   # retrieval-augmented SFT, a side path from the same model as `sft`
-                   {"stage": "sft", "name": "rag-sft", "from": "cpt", "rag": {"k": 2, "max_chars": 40},
-                    "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2, "max_length": 256}}],
-        "eval": {"dialogue_max_new_tokens": 8, "cmexam_max_new_tokens": 8, "batch_size": 8},
-        "rag": {"compare_tokenizers": False, "model": "dpo"},
-    })
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,10 @@ every model it produces, and writes `runs/<recipe>/summary.json` and the report.
 
 Everything is restartable: a complete stage (manifest present) is skipped, an incomplete one resumes
 from its last checkpoint, and an evaluation is redone only if its metrics file is missing.
+
+Under a multi-process launch (`accelerate launch -m qilin.cli run RECIPE.yaml`), the training stages
+run in every process and everything else (data, unification, retrieval, evaluation, summary, report)
+in the main process while the others wait (qilin.dist).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin import config as qconfig
+from qilin import dist
 from qilin.config import doc
 from qilin.errors import QilinError
 from qilin.runs import RunFolder, atomic_write_json, atomic_write_text, read_json
@@ -41,6 +46,9 @@ NOT_A_POLICY = {"reward"}
 # Stages that make data, not a model (HuatuoGPT-II's unification): they get no model and train nothing,
 # the policy passes them by, and the stages after them get the file they wrote as this Config field.
 MAKES_DATA = {"unify": ("unified", "unified.jsonl")}
+# Stages that train through the Trainer: every process of a multi-process launch runs them.
+IN_EVERY_PROCESS = {"qilin.train.base", "qilin.train.cpt", "qilin.train.sft", "qilin.train.dpo",
+                    "qilin.train.reward", "qilin.train.rejection", "qilin.train.onestage"}
 
 
 @dataclass
@@ -187,28 +195,38 @@ def run_recipe(recipe: Recipe) -> Path:
     from qilin.eval.suite import EvalConfig
 
     out = Path(recipe.out)
-    out.mkdir(parents=True, exist_ok=True)
     steps = plan(recipe)
     data_dir = steps[0][1].path
     eval_cfg = qconfig.build(EvalConfig, _eval_values(recipe, data_dir), "eval")
-    atomic_write_json(out / "recipe.json", {"name": recipe.name, "seed": recipe.seed,
-                                            "steps": [[n, r.path.name] for n, r, _ in steps]})
-    atomic_write_text(out / "recipe.yaml", qconfig.dump(recipe))
+    dist.setup()
+    dist.on_main(_write_recipe, recipe, steps)
     for k, (name, run, cfg) in enumerate(steps, 1):
-        _build_index_for(run, cfg, steps[-1])
-        _run_step(name, run, cfg, k, len(steps))
+        dist.on_main(_build_index_for, run, cfg, steps[-1])
+        if type(cfg).__module__ in IN_EVERY_PROCESS:
+            _run_step(name, run, cfg, k, len(steps))
+            dist.barrier()
+        else:
+            dist.on_main(_run_step, name, run, cfg, k, len(steps))
         if name == "base":
-            _count_tokens(data_dir, run)
+            dist.on_main(_count_tokens, data_dir, run)
         if name != "data":
-            _evaluate(name, run, data_dir, eval_cfg)
-            write_summary(out)
+            dist.on_main(_evaluate, name, run, data_dir, eval_cfg)
+            dist.on_main(write_summary, out)
     if recipe.report:
         from qilin import report
 
-        report.write_report(out)
+        dist.on_main(report.write_report, out)
         log.info("report: %s", out / "report.md")
     log.info("peak memory: %.0f MB", _peak_rss_mb())
     return out
+
+
+def _write_recipe(recipe: Recipe, steps: list[tuple[str, RunFolder, object]]) -> None:
+    """recipe.json (the steps and their folders, which summary and report follow) and the resolved recipe."""
+    out = Path(recipe.out)
+    atomic_write_json(out / "recipe.json", {"name": recipe.name, "seed": recipe.seed,
+                                            "steps": [[n, r.path.name] for n, r, _ in steps]})
+    atomic_write_text(out / "recipe.yaml", qconfig.dump(recipe))
 
 
 def _build_index_for(run: RunFolder, cfg: object, last_step: tuple[str, RunFolder, object]) -> None:

@@ -11,6 +11,7 @@ Every stage writes `runs/<recipe>/<NN>-<stage>/`:
 
 A stage is complete only when its manifest exists. All JSON/YAML files are written atomically
 (temporary name, then rename) so that a kill never leaves a half-written file that looks valid.
+Under a multi-process launch only the main process writes a run folder (qilin.dist).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from qilin.dist import is_main
 
 MANIFEST = "manifest.json"
 MODEL_DONE = ".complete"  # marker written inside model/ after the weights are saved
@@ -128,6 +131,8 @@ class RunFolder:
         return (self.model_dir / MODEL_DONE).is_file()
 
     def mark_model_complete(self) -> None:
+        if not is_main():
+            return
         atomic_write_text(self.model_dir / MODEL_DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
 
     def last_checkpoint(self) -> Path | None:
@@ -138,20 +143,28 @@ class RunFolder:
         return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
     def write_config(self, cfg: Any) -> None:
+        if not is_main():
+            return
         from qilin.config import dump
 
         atomic_write_text(self.path / "config.yaml", dump(cfg))
 
     def write_metrics(self, metrics: dict) -> None:
+        if not is_main():
+            return
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def write_history(self, history: list[dict]) -> None:
+        if not is_main():
+            return
         atomic_write_json(self.path / "history.json", history)
 
     def finish(self, *, inputs: dict[str, str | Path | None], seed: int | None,
                outputs: list[str] | None = None, extra: dict | None = None,
                keep_checkpoints: bool = False) -> Path:
         """Write the manifest (last) and drop the intermediate checkpoints."""
+        if not is_main():
+            return self.path
         if not keep_checkpoints and self.checkpoints.is_dir():
             shutil.rmtree(self.checkpoints)
         manifest = {

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from qilin import dist
 from qilin.config import doc
 from qilin.errors import QilinError
-from qilin.model.load import check_model_dir, save_model
+from qilin.model.load import check_model_dir
 from qilin.model.tiny import TinyConfig, make_tiny_model
 from qilin.runs import RunFolder, iter_jsonl
 from qilin.train import cpt
-from qilin.train.common import TrainSettings
+from qilin.train.common import TrainSettings, save_trained
 
 
 @dataclass
@@ -55,9 +56,9 @@ def run(cfg: Config) -> Path:
     if not run.model_is_complete():
         tokenizer = _tokenizer(corpus, cfg.vocab_size, run)
         model = make_tiny_model(tokenizer, cfg.tiny, cfg.train.seed)
-        model, metrics = cpt.pretrain(model, tokenizer, cfg.pretrain_data, cfg.block_size, cfg.train, run)
+        trainer, metrics = cpt.pretrain(model, tokenizer, cfg.pretrain_data, cfg.block_size, cfg.train, run)
         run.write_metrics(metrics)
-        save_model(model, tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir)
     inputs = {"pretrain_data": cfg.pretrain_data, **{f"corpus.{i}": p for i, p in enumerate(corpus)}}
     return run.finish(inputs=inputs, seed=cfg.train.seed, extra={"model": str(run.model_dir)})
 
@@ -85,11 +86,16 @@ def _tokenizer(corpus: list[Path], vocab_size: int, run: RunFolder):
     from qilin.model.tokenizer import train_tokenizer
 
     done = run.checkpoints / "tokenizer"
-    if not done.is_dir():
+
+    def make() -> None:
+        if done.is_dir():
+            return
         tmp = run.checkpoints / ".tokenizer.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         train_tokenizer(_corpus_texts(corpus), vocab_size, tmp)
         os.replace(tmp, done)
+
+    dist.on_main(make)  # one tokenizer, which every process of a launch then loads
     tokenizer = AutoTokenizer.from_pretrained(str(done))
     ensure_chat_template(tokenizer, own=True)
     return tokenizer

@@ -7,6 +7,7 @@ log (a killed run keeps its curve) and measures training throughput in tokens/s.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
         report_to="none",
         include_num_input_tokens_seen="non_padding",  # padding is not training signal: tokens/s counts text
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trained parameter takes part in the loss; the search costs a pass
     )
     kwargs.update(extra)
     return cls(**kwargs)
@@ -115,6 +117,42 @@ def train(trainer, run: RunFolder) -> dict:
         "train.tokens_per_second": round(history.tokens / history.seconds, 1) if history.seconds else None,
         "train.seconds": round(history.seconds, 1),
     }
+
+
+def save_trained(trainer, tokenizer, out_dir: Path) -> Path:
+    """Save the trained model, a LoRA adapter merged, as an ordinary Hugging Face folder (load.save_model).
+
+    In one process it is saved straight from memory. Under a multi-process launch the weights may be
+    sharded across processes (DeepSpeed ZeRO-3, FSDP), so every process takes part in the Trainer's
+    own save, which gathers them and writes from the main process; the main process then reloads
+    those files (an adapter onto its base model, which merges it) and saves the result the same way.
+    """
+    from qilin import dist
+    from qilin.model.load import save_model
+
+    if dist.world_size() == 1:
+        return save_model(trainer.model, tokenizer, out_dir)
+    staged = out_dir.with_name(f".{out_dir.name}.trainer")
+    trainer.save_model(str(staged))
+
+    def merge_and_save() -> None:
+        save_model(_reload(trainer, staged), tokenizer, out_dir)
+        shutil.rmtree(staged, ignore_errors=True)
+
+    dist.on_main(merge_and_save)
+    return out_dir
+
+
+def _reload(trainer, staged: Path):
+    """The model the Trainer saved to `staged`, LoRA merged, in the main process's memory."""
+    from peft import PeftModel
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not isinstance(model, PeftModel):
+        return type(model).from_pretrained(staged)
+    inner = model.get_base_model()  # its config keeps what the stage set (e.g. a reward head's num_labels)
+    base = type(inner).from_pretrained(model.peft_config["default"].base_model_name_or_path, config=inner.config)
+    return PeftModel.from_pretrained(base, staged).merge_and_unload()
 
 
 def use_model_loss_on_cpu(trainer) -> None:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
-from qilin.model.load import load_model, lora_config, merge_lora, save_model
+from qilin.model.load import load_model, lora_config
 from qilin.runs import RunFolder
-from qilin.train.common import TrainSettings, load_jsonl, train, trl_args, use_model_loss_on_cpu
+from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args, use_model_loss_on_cpu
 
 
 @dataclass
@@ -36,21 +36,20 @@ def run(cfg: Config) -> Path:
     run.write_config(cfg)
     if not run.model_is_complete():
         model, tokenizer = load_model(cfg.model)
-        model, metrics = pretrain(model, tokenizer, cfg.data, cfg.block_size, cfg.train, run)
+        trainer, metrics = pretrain(model, tokenizer, cfg.data, cfg.block_size, cfg.train, run)
         run.write_metrics(metrics)
-        save_model(model, tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir)
     return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
 
 
 def pretrain(model, tokenizer, data: Path, block_size: int, settings: TrainSettings, run: RunFolder):
-    """Causal-LM training on `data` in EOS-joined blocks -> (plain model, LoRA merged; train metrics).
+    """Causal-LM training on `data` in EOS-joined blocks -> (the trainer, train metrics).
 
     Shared with the `base` stage, which pre-trains the tiny model on general text the same way.
     """
     trainer = _trainer(model, tokenizer, load_jsonl(data, ["text"]), block_size, settings, run)
-    metrics = train(trainer, run)
-    return merge_lora(trainer.model), metrics
+    return trainer, train(trainer, run)
 
 
 def _trainer(model, tokenizer, documents, block_size: int, settings: TrainSettings, run: RunFolder):

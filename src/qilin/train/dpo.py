@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
-from qilin.model.load import load_model, lora_config, merge_lora, save_model
+from qilin.model.load import load_model, lora_config
 from qilin.runs import RunFolder
-from qilin.train.common import TrainSettings, load_jsonl, train, trl_args
+from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args
 
 FIELDS = ["prompt", "chosen", "rejected"]
 
@@ -42,7 +42,7 @@ def run(cfg: Config) -> Path:
         metrics = train(trainer, run)
         metrics.update(_reward_metrics(trainer.state.log_history))
         run.write_metrics(metrics)
-        save_model(merge_lora(trainer.model), tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir)
     return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
 

@@ -25,12 +25,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from qilin import dist
 from qilin.config import doc
 from qilin.data.priority import PAPER_PRIORITIES, PAPER_REPEATS, check_table, priority_order
 from qilin.errors import QilinError
-from qilin.model.load import load_model, lora_config, merge_lora, save_model
+from qilin.model.load import load_model, lora_config
 from qilin.runs import RunFolder, atomic_write_json
-from qilin.train.common import TrainSettings, load_jsonl, train, trl_args
+from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args
 from qilin.train.sft import _check as check_conversation
 
 SHARE_BINS = 50  # stretches of training in shares.json
@@ -68,12 +69,14 @@ def run(cfg: Config) -> Path:
         blocks, sources = pack(tokenizer, items, order, cfg.block_size)
         trainer = _trainer(model, tokenizer, blocks, cfg.train, run)
         metrics = train(trainer, run)
-        trained = min(len(blocks["input_ids"]), trainer.state.global_step * cfg.train.batch_size * cfg.train.grad_accum)
+        per_step = cfg.train.batch_size * cfg.train.grad_accum * dist.world_size()
+        trained = min(len(blocks["input_ids"]), trainer.state.global_step * per_step)
         metrics |= {"onestage.blocks": len(blocks["input_ids"]), "onestage.blocks_trained": trained,
                     "onestage.items": len(order)}
-        atomic_write_json(run.path / "shares.json", shares(sources[:trained], cfg))
+        if dist.is_main():
+            atomic_write_json(run.path / "shares.json", shares(sources[:trained], cfg))
         run.write_metrics(metrics)
-        save_model(merge_lora(trainer.model), tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir)
     inputs = {"model": cfg.model, "data": cfg.data, "unified": cfg.unified}
     return run.finish(inputs=inputs, seed=cfg.train.seed, extra={"model": str(run.model_dir)})
 

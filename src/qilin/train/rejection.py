@@ -35,6 +35,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from qilin import dist
 from qilin.config import doc
 from qilin.errors import InputError, QilinError
 from qilin.eval.suite import EvalConfig
@@ -89,14 +90,12 @@ def run(cfg: Config) -> Path:
         policy, row = _round(cfg, t, share, policy)
         previous = rows[next(reversed(rows))] if rows else None
         rows[f"{_row_prefix(run.path)}.round{t}"] = row
-        atomic_write_json(run.path / "eval" / "rows.json", rows)
+        dist.on_main(atomic_write_json, run.path / "eval" / "rows.json", rows)
         if cfg.stop_when_flat and previous and row["reward.mean_sampled"] <= previous["reward.mean_sampled"]:
             log.info("rejection: mean sampled reward did not rise in round %d (%.3f <= %.3f); stopping", t,
                      row["reward.mean_sampled"], previous["reward.mean_sampled"])
             break
-    _link_model(run, policy)
-    if (policy.parent / "eval" / "metrics.json").is_file():  # the last round's evaluation is the stage's own
-        atomic_write_json(run.path / "eval" / "metrics.json", read_json(policy.parent / "eval" / "metrics.json"))
+    dist.on_main(_finish_rounds, run, policy)
     return run.finish(inputs={"model": cfg.model, "reward_model": cfg.reward_model, "data": cfg.data},
                       seed=cfg.train.seed, extra={"model": str(run.model_dir), "rounds": len(rows)})
 
@@ -127,25 +126,35 @@ def _round(cfg: Config, t: int, share: list[dict], policy: Path) -> tuple[Path, 
     from qilin.eval.suite import evaluate
     from qilin.train import sft
 
+    # Under a multi-process launch, sampling, keeping and evaluation run in the main process and the
+    # fine-tuning in every process (qilin.dist).
+    # The main process decides whether a step is done: another process's check could race its write.
     folder = Path(cfg.out) / f"round{t}"
-    if not (folder / "samples.jsonl").is_file():
+    main = dist.is_main()
+    if main and not (folder / "samples.jsonl").is_file():
         _sample_and_score(cfg, t, share, policy, folder)
-    samples = _read_jsonl(folder / "samples.jsonl")
-    if not (folder / "stats.json").is_file():
-        kept = _keep(samples, cfg.keep, cfg.beat_reference)
-        if not kept:
-            raise QilinError(f"round {t}: no answer was kept (beat_reference={cfg.beat_reference}); "
-                             "sample more (sampling.n, prompts) or set beat_reference=false")
-        atomic_write_jsonl(folder / "kept.jsonl", kept)
-        atomic_write_json(folder / "stats.json", _stats(cfg, t, samples, kept))
+    if main and not (folder / "stats.json").is_file():
+        _keep_answers(cfg, t, folder)
+    dist.barrier()
     sft.run(sft.Config(out=folder, model=policy, data=folder / "kept.jsonl", train=cfg.train))
     model = folder / "model"
     row = dict(read_json(folder / "stats.json"))
     if cfg.eval_data is not None:
-        if not (folder / "eval" / "metrics.json").is_file():
+        if main and not (folder / "eval" / "metrics.json").is_file():
             evaluate(model, cfg.eval_data, cfg.eval, folder / "eval")
+        dist.barrier()
         row.update(read_json(folder / "eval" / "metrics.json")["metrics"])
     return model, row
+
+
+def _keep_answers(cfg: Config, t: int, folder: Path) -> None:
+    samples = _read_jsonl(folder / "samples.jsonl")
+    kept = _keep(samples, cfg.keep, cfg.beat_reference)
+    if not kept:
+        raise QilinError(f"round {t}: no answer was kept (beat_reference={cfg.beat_reference}); "
+                         "sample more (sampling.n, prompts) or set beat_reference=false")
+    atomic_write_jsonl(folder / "kept.jsonl", kept)
+    atomic_write_json(folder / "stats.json", _stats(cfg, t, samples, kept))
 
 
 def _sample_and_score(cfg: Config, t: int, share: list[dict], policy: Path, folder: Path) -> None:
@@ -216,6 +225,12 @@ def _check(cfg: Config) -> None:
             raise QilinError(f"rejection: {name} must be at least 1")
     if cfg.keep > cfg.sampling.n:
         raise QilinError(f"rejection: keep={cfg.keep} exceeds the {cfg.sampling.n} answers sampled per prompt")
+
+
+def _finish_rounds(run: RunFolder, policy: Path) -> None:
+    _link_model(run, policy)
+    if (policy.parent / "eval" / "metrics.json").is_file():  # the last round's evaluation is the stage's own
+        atomic_write_json(run.path / "eval" / "metrics.json", read_json(policy.parent / "eval" / "metrics.json"))
 
 
 def _link_model(run: RunFolder, policy: Path) -> None:

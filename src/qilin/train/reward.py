@@ -22,11 +22,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from qilin import dist
 from qilin.config import doc
 from qilin.errors import InputError, QilinError
-from qilin.model.load import check_model_dir, lora_config, merge_lora, save_model
+from qilin.model.load import check_model_dir, lora_config
 from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
-from qilin.train.common import TrainSettings, train, trl_args
+from qilin.train.common import TrainSettings, save_trained, train, trl_args
 
 # Prompt fields of other formats (Alpaca, ShareGPT exports, our own eval files): a record naming its
 # prompt this way is a file from somewhere else, so the error says which name to use.
@@ -61,10 +62,11 @@ def run(cfg: Config) -> Path:
         trainer = _trainer(model, tokenizer, train_pairs, cfg.train, run)
         run.write_metrics(_train(trainer, run))
         tokenizer.model_max_length = cfg.train.max_length  # `reward-score` truncates as training did
-        save_model(merge_lora(trainer.model), tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir)
         del trainer, model
-    if not (run.path / "eval" / "metrics.json").is_file():
+    if dist.is_main() and not (run.path / "eval" / "metrics.json").is_file():
         evaluate(run.model_dir, test_pairs, held_out, run.path / "eval", cfg.batch_size_eval)
+    dist.barrier()
     return run.finish(inputs={"model": cfg.model, "data": cfg.data, "held_out": held_out}, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from qilin import dist
 from qilin.config import doc
 from qilin.errors import QilinError
-from qilin.model.load import load_model, lora_config, merge_lora, save_model
+from qilin.model.load import load_model, lora_config
 from qilin.rag.prompt import MAX_CHARS
 from qilin.runs import RunFolder, atomic_write_json, read_json
-from qilin.train.common import TrainSettings, load_jsonl, train, trl_args, use_model_loss_on_cpu
+from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args, use_model_loss_on_cpu
 
 ROLES = {"system", "user", "assistant"}
 RAG_DATA = "rag_sft.jsonl"
@@ -66,7 +67,7 @@ def run(cfg: Config) -> Path:
         if cfg.rag is not None:
             metrics["rag"] = read_json(run.path / (RAG_DATA + ".json"))
         run.write_metrics(metrics)
-        save_model(merge_lora(trainer.model), tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir)
     inputs = {"model": cfg.model, "data": cfg.data} | ({"rag_index": cfg.rag.index} if cfg.rag else {})
     return run.finish(inputs=inputs, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
@@ -79,9 +80,13 @@ def _with_passages(cfg: Config, run: RunFolder) -> Path:
     if cfg.rag.index is None:
         raise QilinError("sft.rag.index: no index given; build one with `qilin rag index` and pass its folder")
     out, stats = run.path / RAG_DATA, run.path / (RAG_DATA + ".json")
-    if not stats.is_file():  # written after the data: present = the data is complete
-        atomic_write_json(stats, augment_sft(cfg.rag.index, cfg.data, out, cfg.rag.k, cfg.rag.mode,
-                                             cfg.rag.max_chars, cfg.rag.drop_self))
+
+    def make() -> None:
+        if not stats.is_file():  # written after the data: present = the data is complete
+            atomic_write_json(stats, augment_sft(cfg.rag.index, cfg.data, out, cfg.rag.k, cfg.rag.mode,
+                                                 cfg.rag.max_chars, cfg.rag.drop_self))
+
+    dist.on_main(make)
     return out
 
 
