@@ -162,3 +162,26 @@ def test_base_is_deterministic(tmp_path, text_data, micro_config):
 
     first, second = weights("a"), weights("b")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_saving_through_the_trainer_gives_the_same_merged_model(tmp_path, micro_model_dir, sft_data, monkeypatch):
+    """The path taken under a multi-process launch or DeepSpeed/FSDP (the Trainer's own save, then the LoRA
+    merged from those files) must give the weights that saving from memory gives."""
+    from qilin import dist
+    from qilin.runs import RunFolder
+    from qilin.train.common import TrainSettings, save_trained
+
+    model, tok = load_model(micro_model_dir)
+    settings = build(TrainSettings, {**FAST, "lr": 1e-2, "max_steps": 2, "lora": {"enabled": True, "r": 4}})
+    trainer = sft._trainer(model, tok, sft.load_jsonl(sft_data, ["messages"]), settings, RunFolder(tmp_path / "run"))
+    trainer.train()
+    with monkeypatch.context() as patch:  # first (merging from memory changes the model in place):
+        patch.setattr(dist, "world_size", lambda: 2)  # as if launched with two processes ...
+        patch.setattr(dist, "barrier", lambda: None)  # ... of which this is the main one
+        save_trained(trainer, tok, tmp_path / "trainer")
+    save_trained(trainer, tok, tmp_path / "memory")
+    assert not (tmp_path / "trainer" / "adapter_config.json").exists() and not (tmp_path / ".trainer.trainer").exists()
+    a, b = load_model(tmp_path / "memory")[0].state_dict(), load_model(tmp_path / "trainer")[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
+    assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"],
+                           load_model(micro_model_dir)[0].state_dict()["model.layers.0.self_attn.q_proj.weight"])

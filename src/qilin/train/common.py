@@ -122,15 +122,17 @@ def train(trainer, run: RunFolder) -> dict:
 def save_trained(trainer, tokenizer, out_dir: Path) -> Path:
     """Save the trained model, a LoRA adapter merged, as an ordinary Hugging Face folder (load.save_model).
 
-    In one process it is saved straight from memory. Under a multi-process launch the weights may be
-    sharded across processes (DeepSpeed ZeRO-3, FSDP), so every process takes part in the Trainer's
-    own save, which gathers them and writes from the main process; the main process then reloads
-    those files (an adapter onto its base model, which merges it) and saves the result the same way.
+    In one plain process it is saved straight from memory. Under a multi-process launch, or DeepSpeed
+    or FSDP even in one process, the weights in memory may be shards (ZeRO-3), so every process takes
+    part in the Trainer's own save, which gathers them and writes from the main process; the main
+    process then reloads those files (an adapter onto its base model, which merges it) and saves the
+    result the same way.
     """
     from qilin import dist
     from qilin.model.load import save_model
 
-    if dist.world_size() == 1:
+    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+    if dist.world_size() == 1 and not sharded:
         return save_model(trainer.model, tokenizer, out_dir)
     staged = out_dir.with_name(f".{out_dir.name}.trainer")
     trainer.save_model(str(staged))
