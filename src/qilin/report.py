@@ -502,13 +502,17 @@ PUBLISHED_CHIMED = {"C-Eval": 68.29, "CMMLU": 52.92, "MedQA": 44.50, "ChiMed QA 
                     "ChiMed QA ROUGE-1": 27.11}
 
 
+def _rounds(stage: dict) -> dict[str, dict]:
+    """The per-round summary rows of a stage (eval/rows.json), not rows of another kind (the rag
+    stage's `<model>+rag`)."""
+    return {name: row for name, row in (stage.get("rows") or {}).items() if "round" in row}
+
+
 def _round_rows(stage: dict) -> list[dict]:
     """One table row per round of a stage that writes eval/rows.json, with the round's own evaluation
     (and so its intervals) where the round folder has one."""
     out = []
-    for name, row in (stage.get("rows") or {}).items():
-        if "round" not in row:  # rows of another kind (the rag stage's `<model>+rag`)
-            continue
+    for name, row in _rounds(stage).items():
         own = stage["path"] / f"round{row.get('round')}" / "eval" / "metrics.json"
         out.append({"name": name, "path": own.parent.parent,
                     "eval": read_json(own) if own.is_file() else {"metrics": row}})
@@ -545,7 +549,7 @@ def _rejection_lines(info: dict) -> list[str]:
     """Per round: N, K, T, sampling settings and the reward of sampled and kept answers."""
     out = []
     for s in info["stages"]:
-        rows = {name: r for name, r in (s.get("rows") or {}).items() if "round" in r}
+        rows = _rounds(s)
         if not rows:
             continue
         first = next(iter(rows.values()))
@@ -594,10 +598,10 @@ def _reward_plot(info: dict, plot_dir: Path) -> Path | None:
     """Mean reward of sampled and kept answers by rejection round, with one standard deviation."""
     import matplotlib.pyplot as plt
 
-    stage = next((s for s in info["stages"] if _round_rows(s)), None)
+    stage = next((s for s in info["stages"] if _rounds(s)), None)
     if stage is None:
         return None
-    rows = [r for r in stage["rows"].values() if "round" in r]
+    rows = list(_rounds(stage).values())
     rounds = [r.get("round") for r in rows]
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     for which in ("sampled", "kept"):

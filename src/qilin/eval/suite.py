@@ -9,7 +9,6 @@ check it agrees).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from qilin.errors import InputError, QilinError
 from qilin.eval import metrics as M
 from qilin.eval.extract import first_letter_run
 from qilin.eval.lm import LM, chat_prompt, load_lm
-from qilin.runs import atomic_write_json, atomic_write_jsonl
+from qilin.runs import atomic_write_json, atomic_write_jsonl, iter_jsonl
 
 ALL_TASKS = ["cmexam", "dialogue", "ppl_medical", "ppl_general", "preference"]
 
@@ -140,7 +139,7 @@ def recompute_cmexam(preds: list[dict]) -> dict:
 def _single_token(lm: LM, letter: str) -> int:
     ids = lm.tokenizer(letter, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise QilinError(f"option letter {letter!r} is {len(ids)} tokens; the logits protocol needs one")
+        raise QilinError(f"option letter {letter!r} is {len(ids)} tokens in this tokenizer; the logits protocol needs one")
     return ids[0]
 
 
@@ -296,26 +295,17 @@ def _check_cmexam(r: dict) -> tuple[str, str] | None:
 
 def _read_jsonl(path: Path, fields: tuple[str, ...] | list[str], limit: int | None = None,
                 check: Callable[[dict], tuple[str, str] | None] | None = None) -> list[dict]:
-    if not path.is_file():
-        raise QilinError(f"{path}: evaluation file not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, i, None, f"not valid JSON ({e.msg})") from None
-            for key in fields:
-                if key not in r:
-                    raise InputError(path, i, key, "missing")
-            problem = check(r) if check else None
-            if problem:
-                raise InputError(path, i, *problem)
-            rows.append(r)
+    for i, r in iter_jsonl(path, "evaluation file"):
+        if limit is not None and len(rows) >= limit:
+            break
+        for key in fields:
+            if key not in r:
+                raise InputError(path, i, key, "missing")
+        problem = check(r) if check else None
+        if problem:
+            raise InputError(path, i, *problem)
+        rows.append(r)
     return rows
 
 

@@ -22,7 +22,7 @@ from qilin.errors import InputError, QilinError
 from qilin.eval import metrics as M
 from qilin.eval.extract import cmexam_official, cmmlu_choice, first_letter_run
 from qilin.eval.lm import LM, chat_prompt
-from qilin.eval.suite import answer_text, cmexam_prompt
+from qilin.eval.suite import _single_token, answer_text, cmexam_prompt
 
 # Where the bundled demo splits live (repository checkout, editable install).
 BUNDLED = Path(__file__).resolve().parents[3] / "data"
@@ -219,13 +219,6 @@ def _choice_line(task: str, protocol: str, r: dict, prompt: str, output: str | N
     if "subject" in r:
         line["subject"] = r["subject"]
     return line
-
-
-def _single_token(lm: LM, letter: str) -> int:
-    ids = lm.tokenizer(letter, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise QilinError(f"option letter {letter!r} is {len(ids)} tokens in this tokenizer; the logits protocol needs one")
-    return ids[0]
 
 
 def accuracy(lines: list[dict]) -> dict:

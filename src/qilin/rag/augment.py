@@ -17,14 +17,14 @@ occur in it) are dropped, and the next best passages take their place.
 
 from __future__ import annotations
 
-import json
+import itertools
 import time
 from pathlib import Path
 
 from qilin.errors import InputError, QilinError
 from qilin.rag.prompt import MAX_CHARS, rag_text
 from qilin.rag.retrieve import Index
-from qilin.runs import atomic_write_json, atomic_write_jsonl
+from qilin.runs import atomic_write_json, atomic_write_jsonl, iter_jsonl
 
 # task -> (eval file, the field that holds the question); the others are copied unchanged.
 AUGMENTED = {"cmexam": ("cmexam.jsonl", "question"), "dialogue": ("dialogue.jsonl", "question"),
@@ -129,18 +129,4 @@ def repeats(passage: str, text: str, n: int = SELF_NGRAM, share: float = SELF_SH
 
 
 def _read(path: str | Path, limit: int | None = None) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise QilinError(f"{path}: file not found")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
-    return rows
-
+    return [r for _, r in itertools.islice(iter_jsonl(path, "file"), limit)]

@@ -10,12 +10,11 @@ so an answer can be traced back to the line of the textbook it used.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from qilin.data.readers import _lines
+from qilin.data.readers import _json_object, _lines
 from qilin.errors import InputError, QilinError
 
 # Chinese and Western sentence ends; a newline also ends a sentence (headings, list items).
@@ -75,12 +74,7 @@ def documents(path: str | Path) -> Iterator[dict]:
         if not jsonl:
             yield {"id": f"{path.stem}-{n}", "text": line.strip(), "source": path.stem}
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(path, n, None, f"not valid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise InputError(path, n, None, f"expected a JSON object, got {type(obj).__name__}")
+        obj = _json_object(path, n, line)
         text = _record_text(obj)
         if text is None:
             raise InputError(path, n, None, "expected a 'text' field, 问/答, question/answer or messages")
