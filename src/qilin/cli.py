@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_eval(sub)
 
+    importlib.import_module("qilin.data.probes").add_parser(sub)  # `qilin probe build`
+
     from qilin.rag.cli import add_parser as add_rag
 
     add_rag(sub)

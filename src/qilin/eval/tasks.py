@@ -22,7 +22,7 @@ from typing import Callable
 
 from qilin.config import doc
 from qilin.errors import QilinError
-from qilin.eval import choice, likelihood, loaders, text
+from qilin.eval import choice, likelihood, loaders, probe, text
 
 
 @dataclass
@@ -146,6 +146,11 @@ TASKS: dict[str, Task] = {
                                     "ties wrong", "preference.{}_summed")},
         ("mean",), "chat template (earlier turns, user = prompt, assistant = answer incl. end of turn)",
         rag_field="prompt"),
+    # knowledge probes (issue 17): seen / paraphrase / unseen facts, cloze log-prob + multiple choice
+    "probe": Task(
+        "probe.jsonl", "fictional/probe_demo.jsonl", probe.load, probe.predict, probe.score,
+        {probe.PROTOCOL: Protocol(probe.EXTRACTION, probe.METRIC, "probe.{}")},
+        (probe.PROTOCOL,), probe.PROMPT),
 }
 
 
@@ -196,7 +201,7 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
     from qilin.model.runtime import GREEDY
 
     t = TASKS[task]
-    generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob")
+    generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob", "option-logprob")
     shots = cfg.shots if t.shots_allowed else 0
     out = {
         "prompt_template": t.prompt,
