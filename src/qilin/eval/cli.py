@@ -13,7 +13,8 @@ from qilin.errors import QilinError
 
 MODES = ("run", "export-lm-eval", "show", "compare")
 # tasks.TASKS' names, spelled out so that `qilin --help` does not import torch (a test keeps them equal)
-TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "ppl-medical", "ppl-general", "preference", "probe")
+TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "ppl-medical", "ppl-general", "preference", "probe",
+              "cmb-exam", "ceval-medical", "mmlu-medical", "medqa-mcmle", "medqa-usmle", "medmcqa")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -22,7 +22,8 @@ from typing import Callable
 
 from qilin.config import doc
 from qilin.errors import QilinError
-from qilin.eval import choice, likelihood, loaders, probe, text
+from qilin.eval import benchmark_loaders as bl
+from qilin.eval import benchmarks, choice, likelihood, loaders, probe, text
 
 
 @dataclass
@@ -91,6 +92,13 @@ _QM_TEXT = ("qilin-med variant: BLEU-1..4 on jieba words, cumulative, no smoothi
             "unique character n-grams, per {unit} averaged; x100")
 _JUDGE_PENDING = "official CMB-Clin score NOT computed (needs --judge)"
 
+_LETTER = "the option letter ({letters}) with the highest log-prob after the prompt, scored as a continuation"
+_SUBJECTS = "accuracy over all questions (95% Wilson interval), per subject, macro over subjects"
+_CMB_EXTRACTION = ("CMB match_choice: the letters A-G after 答案/正确选项+是/：/为/应该是/应该为 up to 。/. , else every A-G "
+                   "letter of the output; a single-answer question keeps the first")
+_CMB_METRIC = ("CMB score.py: exact match; accuracy per (exam_type, exam_class), exam_type = mean of its classes, "
+               "overall = mean of the exam_type scores")
+
 TASKS: dict[str, Task] = {
     "cmexam": Task(
         "cmexam.jsonl", "cmexam/val.csv", loaders.load_cmexam, choice.predict, choice.score_cmexam,
@@ -151,6 +159,25 @@ TASKS: dict[str, Task] = {
         "probe.jsonl", "fictional/probe_demo.jsonl", probe.load, probe.predict, probe.score,
         {probe.PROTOCOL: Protocol(probe.EXTRACTION, probe.METRIC, "probe.{}")},
         (probe.PROTOCOL,), probe.PROMPT),
+    # benchmarks of issue 17 (qilin.eval.benchmarks): not bundled, read from the user's official files
+    "cmb-exam": Task(
+        "cmb_exam.jsonl", "cmb_exam (not bundled)", bl.load_cmb, benchmarks.predict, benchmarks.score_cmb,
+        {"cmb": Protocol(_CMB_EXTRACTION, _CMB_METRIC, "cmb_exam.{}")}, ("cmb",), benchmarks.PROMPTS["cmb"], 20),
+    "ceval-medical": Task(
+        "ceval_medical.jsonl", "ceval (not bundled)", bl.load_ceval, benchmarks.predict, benchmarks.score_subjects,
+        {"ceval": Protocol(_LETTER.format(letters="A-D"), _SUBJECTS, "ceval_medical.{}")}, ("ceval",),
+        benchmarks.PROMPTS["ceval"], shots_allowed=True),
+    "mmlu-medical": Task(
+        "mmlu_medical.jsonl", "mmlu (not bundled)", bl.load_mmlu, benchmarks.predict, benchmarks.score_subjects,
+        {"mmlu": Protocol(_LETTER.format(letters="' A'-' D' (leading space)"), _SUBJECTS + " (MMLU's official "
+                          "average is `accuracy`, over all questions)", "mmlu_medical.{}")}, ("mmlu",),
+        benchmarks.PROMPTS["mmlu"], shots_allowed=True),
+    **{name: Task(
+        f"{name.replace('-', '_')}.jsonl", f"{name} (not bundled)", load, benchmarks.predict, benchmarks.score_subjects,
+        {"qilin-mc": Protocol(_LETTER.format(letters="of the options"), "accuracy (qilin's own prompt: the benchmark "
+                              "ships no language-model prompt)", f"{name.replace('-', '_')}.{{}}")}, ("qilin-mc",),
+        benchmarks.PROMPTS["qilin-mc"])
+       for name, load in (("medqa-mcmle", bl.load_medqa), ("medqa-usmle", bl.load_medqa), ("medmcqa", bl.load_medmcqa))},
 }
 
 
@@ -201,7 +228,8 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
     from qilin.model.runtime import GREEDY
 
     t = TASKS[task]
-    generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob", "option-logprob")
+    generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob", "option-logprob", "ceval", "mmlu",
+                                 "qilin-mc")
     shots = cfg.shots if t.shots_allowed else 0
     out = {
         "prompt_template": t.prompt,
