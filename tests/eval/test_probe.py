@@ -60,6 +60,14 @@ def test_probe_task_through_evaluate(tiny_model_dir, tmp_path):
                                                            res["tasks"]["probe"]["protocols"].items()}
 
 
+def test_bundled_demo_probe_set_loads():
+    from qilin.eval.tasks import bundled
+
+    rows = probe.load(bundled("probe"), EvalConfig(), {}, "probe")
+    assert {r["set"] for r in rows} == {"seen", "paraphrase", "unseen"}
+    assert sum(r["set"] == "unseen" for r in rows) == 120 and {r["kind"] for r in rows} == {"kg", "fictional"}
+
+
 def test_bad_probe_records_name_the_field(tmp_path):
     path = tmp_path / "probe.jsonl"
     bad = {**_probe(0, "seen"), "answer": "B"}                             # B is not the target
