@@ -83,13 +83,14 @@ def heldout_data(data_dir: str | Path, cfg: EvalConfig) -> tuple[list[str], dict
     (each file must be there), or every task whose held-out file the data stage wrote."""
     eval_dir = Path(data_dir) / "eval"
     if cfg.tasks:
-        missing = [t for t in cfg.tasks if t in TASKS and not (eval_dir / TASKS[t].heldout).is_file()]
+        missing = [t for t in cfg.tasks if t in TASKS and not (TASKS[t].heldout and (eval_dir / TASKS[t].heldout).is_file())]
         if missing:
             raise QilinError(f"eval tasks {', '.join(missing)}: the data stage wrote no "
-                             + ", ".join(str(eval_dir / TASKS[t].heldout) for t in missing))
+                             + ", ".join(str(eval_dir / (TASKS[t].heldout or f'{t} file (read with qilin eval --data)'))
+                                         for t in missing))
         tasks = list(cfg.tasks)
     else:
-        tasks = [t for t, task in TASKS.items() if (eval_dir / task.heldout).is_file()]
+        tasks = [t for t, task in TASKS.items() if task.heldout and (eval_dir / task.heldout).is_file()]
     return tasks, {t: eval_dir / TASKS[t].heldout for t in tasks if t in TASKS}
 
 

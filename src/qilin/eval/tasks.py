@@ -72,7 +72,7 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Task:
-    heldout: str        # the data stage's held-out file, under <data stage>/eval/
+    heldout: str | None  # the data stage's held-out file, under <data stage>/eval/ (None: qilin eval --data only)
     demo: str           # the bundled demo split, under data/ (qilin eval without --data)
     load: Callable      # (path, cfg, task) -> items
     predict: Callable   # (task, lm, rows, protocols, cfg) -> prediction lines
@@ -161,19 +161,19 @@ TASKS: dict[str, Task] = {
         (probe.PROTOCOL,), probe.PROMPT),
     # benchmarks of issue 17 (qilin.eval.benchmarks): not bundled, read from the user's official files
     "cmb-exam": Task(
-        "cmb_exam.jsonl", "cmb_exam (not bundled)", bl.load_cmb, benchmarks.predict, benchmarks.score_cmb,
+        None, "cmb_exam (not bundled)", bl.load_cmb, benchmarks.predict, benchmarks.score_cmb,
         {"cmb": Protocol(_CMB_EXTRACTION, _CMB_METRIC, "cmb_exam.{}")}, ("cmb",), benchmarks.PROMPTS["cmb"], 20),
     "ceval-medical": Task(
-        "ceval_medical.jsonl", "ceval (not bundled)", bl.load_ceval, benchmarks.predict, benchmarks.score_subjects,
+        None, "ceval (not bundled)", bl.load_ceval, benchmarks.predict, benchmarks.score_subjects,
         {"ceval": Protocol(_LETTER.format(letters="A-D"), _SUBJECTS, "ceval_medical.{}")}, ("ceval",),
         benchmarks.PROMPTS["ceval"], shots_allowed=True),
     "mmlu-medical": Task(
-        "mmlu_medical.jsonl", "mmlu (not bundled)", bl.load_mmlu, benchmarks.predict, benchmarks.score_subjects,
+        None, "mmlu (not bundled)", bl.load_mmlu, benchmarks.predict, benchmarks.score_subjects,
         {"mmlu": Protocol(_LETTER.format(letters="' A'-' D' (leading space)"), _SUBJECTS + " (MMLU's official "
                           "average is `accuracy`, over all questions)", "mmlu_medical.{}")}, ("mmlu",),
         benchmarks.PROMPTS["mmlu"], shots_allowed=True),
     **{name: Task(
-        f"{name.replace('-', '_')}.jsonl", f"{name} (not bundled)", load, benchmarks.predict, benchmarks.score_subjects,
+        None, f"{name} (not bundled)", load, benchmarks.predict, benchmarks.score_subjects,
         {"qilin-mc": Protocol(_LETTER.format(letters="of the options"), "accuracy (qilin's own prompt: the benchmark "
                               "ships no language-model prompt)", f"{name.replace('-', '_')}.{{}}")}, ("qilin-mc",),
         benchmarks.PROMPTS["qilin-mc"])
