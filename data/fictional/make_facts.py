@@ -4,7 +4,8 @@ Every disease, pathogen and drug named here is INVENTED (random syllables + a me
 suffix); the symptoms and routes are ordinary phrases attached to the invented diseases at random.
 None of it is true, and no model can know it before training on it. Seeded: re-running this script
 writes the same files. `seen` diseases go into the demo's CPT data (data/sources.yaml, group
-`fictional`); `unseen` diseases are never in any training data: the control set.
+`fictional`); `unseen` diseases are never in any training data: the control set, matched to the seen
+one (per relation the same objects, shuffled).
 
     python data/fictional/make_facts.py
 """
@@ -44,7 +45,17 @@ def main() -> None:
              (d, "典型症状", rng.choice(SYMPTOMS)), (d, "传播途径", rng.choice(ROUTES))] for d in diseases]
     here = Path(__file__).parent
     half = N_DISEASES // 2
-    for name, part in (("facts_seen.tsv", rows[:half]), ("facts_unseen.tsv", rows[half:])):
+    seen, unseen = rows[:half], rows[half:]
+    # The control is MATCHED: per relation its objects are the seen facts' objects, shuffled (same
+    # multiset), so an object's frequency in training favours seen and unseen probes alike; only the
+    # pairing of disease and object is what training can teach.
+    shuffle = random.Random(7)
+    for k in range(4):
+        tails = [facts[k][2] for facts in seen]
+        shuffle.shuffle(tails)
+        for facts, tail in zip(unseen, tails):
+            facts[k] = (facts[k][0], facts[k][1], tail)
+    for name, part in (("facts_seen.tsv", seen), ("facts_unseen.tsv", unseen)):
         lines = ["\t".join(t) + "\n" for facts in part for t in facts]
         (here / name).write_text(HEADER + "head\trelation\ttail\n" + "".join(lines), encoding="utf-8")
 

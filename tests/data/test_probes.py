@@ -17,8 +17,9 @@ SEEN = [{"head": "甲热", "relation": "病原体", "tail": "乙杆菌"},
         {"head": "甲热", "relation": "传播途径", "tail": "蚊虫叮咬"},      # second tail of the same fact
         {"head": "丙病", "relation": "病原体", "tail": "丁病毒"},
         {"head": "丙病", "relation": "传播途径", "tail": "输血"}]
-CONTROL = [{"head": "戊热", "relation": "病原体", "tail": "己球菌"},
-           {"head": "戊热", "relation": "传播途径", "tail": "吸入尘土"}]
+CONTROL = [{"head": "戊热", "relation": "病原体", "tail": "丁病毒"},
+           {"head": "戊热", "relation": "传播途径", "tail": "输血"},
+           {"head": "庚病", "relation": "病原体", "tail": "己球菌"}]   # an object never trained on: left out
 TEMPLATES = {"病原体": "{head}的病原体是{tail}。", "传播途径": "{tail}是{head}的传播途径。"}
 PARAPHRASE = {"病原体": "导致{head}的微生物是{tail}", "传播途径": "{head}的传染方式是{tail}"}
 
@@ -32,10 +33,11 @@ def test_sets_wording_and_distractors():
     assert by["paraphrase", "甲热", "传播途径"]["prompt"] == "甲热的传染方式是"
     assert by["paraphrase", "甲热", "传播途径"]["target"] == "饮用生水"             # the first tail
     assert by["unseen", "戊热", "病原体"]["prompt"] == "戊热的病原体是"
+    assert not any(x["head"] == "庚病" for x in items) and note["unseen"]["left_out"] == 2  # + 戊热's tail-first wording
     for x in items:
         assert x["options"][x["answer"]] == x["target"]
-        pool = {t["tail"] for t in SEEN + CONTROL if t["relation"] == x["relation"]}
-        assert set(x["options"].values()) <= pool                               # same relation only
+        pool = {t["tail"] for t in SEEN if t["relation"] == x["relation"]}
+        assert set(x["options"].values()) <= pool                # same relation, objects that were trained on
         own = {t["tail"] for t in SEEN + CONTROL if t["head"] == x["head"] and t["relation"] == x["relation"]}
         assert set(x["options"].values()) & own == {x["target"]}                # never another true tail
     # seeded: the same probes again
@@ -59,7 +61,7 @@ def _write(path: Path, rows):
 
 @pytest.fixture()
 def layout(tmp_path):
-    _write(tmp_path / "seen.tsv", SEEN)
+    _write(tmp_path / "seen.tsv", SEEN + [{"head": "壬热", "relation": "病原体", "tail": "癸菌"}])
     _write(tmp_path / "unseen.tsv", CONTROL)
     (tmp_path / "sources.yaml").write_text(
         "sources:\n"
@@ -70,9 +72,10 @@ def layout(tmp_path):
         "control:\n  - {path: unseen.tsv, like: fict, group: fictional}\n", encoding="utf-8")
     train = tmp_path / "train"
     train.mkdir()
-    # only 甲热's paragraph made it into the CPT file (a cap dropped 丙病's)
-    (train / "cpt.jsonl").write_text(json.dumps({"text": "甲热的病原体是乙杆菌。甲热经饮用生水、蚊虫叮咬传播。",
-                                                 "source": "fict"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    # 壬热's paragraph did not make it into the CPT file (as when a cap drops it)
+    docs = ["甲热的病原体是乙杆菌。甲热经饮用生水、蚊虫叮咬传播。", "丙病的病原体是丁病毒。丙病经输血传播。"]
+    (train / "cpt.jsonl").write_text("".join(json.dumps({"text": d, "source": "fict"}, ensure_ascii=False) + "\n"
+                                             for d in docs), encoding="utf-8")
     return tmp_path
 
 
@@ -80,9 +83,9 @@ def test_data_stage_probes_seen_only_what_was_written(layout):
     spec = load_spec(layout / "sources.yaml", ["include=[fictional]"])
     items, note = probes.for_data_stage(spec, layout / "probes.yaml", layout / "train")
     sets = {(x["set"], x["head"]) for x in items}
-    assert {h for s, h in sets if s == "seen"} == {"甲热"}
-    assert {h for s, h in sets if s == "unseen"} == {"戊热"} and {h for s, h in sets if s == "paraphrase"} == {"甲热"}
-    assert note["fictional"]["seen"]["items"] == 2
+    assert {h for s, h in sets if s == "seen"} == {"甲热", "丙病"}
+    assert {h for s, h in sets if s == "unseen"} == {"戊热"} and {h for s, h in sets if s == "paraphrase"} == {"甲热", "丙病"}
+    assert note["fictional"]["seen"]["items"] == 4 and note["fictional"]["unseen"]["left_out"] == 1   # 庚病: untrained object
     # a control entity found in ANY training file is refused: it would not be unseen
     (layout / "train" / "sft.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "戊热是什么"}]},
                                                            ensure_ascii=False) + "\n", encoding="utf-8")

@@ -106,19 +106,25 @@ def probe_items(facts: dict, template_of, set_name: str, kind: str, pool: dict[s
 def from_triples(seen, control, templates: dict, paraphrase: dict, n_wrong: int = 3, seed: int = 0,
                  kind: str = "kg") -> tuple[list[dict], dict]:
     """Probe records from seen triples (trained in `templates`' wording), control triples (never
-    trained on) and held-out `paraphrase` templates; a note of the counts."""
+    trained on) and held-out `paraphrase` templates; a note of the counts (`left_out` of unseen
+    includes control facts whose object never occurs among the seen facts')."""
     rng = random.Random(f"{seed}:probe:{kind}")
     seen_f, control_f = first_facts(seen), first_facts(control)
+    # Options are objects that occur in training only: an object never trained on is split into more,
+    # rarer tokens, so it would lose to trained ones for that reason alone (seen facts would win and
+    # control facts lose by construction). A control fact whose object was never trained is left out.
     pool: dict[str, list[str]] = {}
-    for (_, rel), tails in [*seen_f.items(), *control_f.items()]:
-        pool.setdefault(rel, []).extend(tails)
+    for (_, rel), tails in seen_f.items():
+        pool[rel] = list(dict.fromkeys(pool.get(rel, []) + tails))
+    control_f = {k: v for k, v in control_f.items() if v[0] in pool.get(k[1], [])}
     trained = lambda rel: templates.get(rel, DEFAULT_TEMPLATE)  # noqa: E731
     out, note = [], {}
     for set_name, facts, wording in (("seen", seen_f, trained), ("paraphrase", seen_f, paraphrase.get),
                                      ("unseen", control_f, trained)):
         items, left = probe_items(facts, wording, set_name, kind, pool, n_wrong, rng)
         out += items
-        note[set_name] = {"items": len(items), "left_out": left}
+        note[set_name] = {"items": len(items), "left_out": left + (len(first_facts(control)) - len(control_f)
+                                                                   if set_name == "unseen" else 0)}
     return out, note
 
 
