@@ -121,3 +121,37 @@ def test_weighted_prf_equals_sklearn(pairs):
     p, r, f, _ = sklearn.precision_recall_fscore_support(refs, preds, average="weighted", zero_division=0)
     out = cmexam_evaluate_prediction(refs, preds)
     assert (out["precision_weighted"], out["recall_weighted"], out["f1_weighted"]) == pytest.approx((p, r, f))
+
+
+# ------------------------------------------------------------- our records vs the upstream CSV
+
+def test_options_rebuilt_from_our_records_are_the_csv_cells():
+    """Upstream splits the Options cell; we rebuild it from {"A": text}. On the bundled file (whose
+    cells separate options by a literal backslash-n) every cell comes back exactly, except four
+    whose option text ends in a Unicode space that our reader strips: there `qilin-med`'s option
+    text (split on " " only) keeps the space upstream, so step 4 could differ (docs/PROTOCOLS.md)."""
+    import csv
+    from pathlib import Path
+
+    from qilin.data.readers import read_cmexam
+    from qilin.eval.prompts import cmexam_options_text
+
+    path = Path(__file__).resolve().parents[2] / "data" / "cmexam" / "val.csv"
+    items = {r["id"]: r for r in read_cmexam(path, on_error="skip", skipped=[])}
+    with path.open(encoding="utf-8", newline="") as f:
+        cells = {f"val-{k}": row["Options"].replace("\\n", "\n") for k, row in enumerate(csv.DictReader(f), 1)}
+    differ = sorted(i for i, item in items.items() if cmexam_options_text(item["options"]) != cells[i])
+    assert differ == ["val-3918", "val-4425", "val-4436", "val-5352"]
+    for i in differ:
+        assert [ln.rstrip("\u2003\u3000") for ln in cells[i].split("\n")] == cmexam_options_text(items[i]["options"]).split("\n")
+        # parse_options splits on any whitespace: for it the two agree anyway
+        assert [ln.split()[:2] for ln in cells[i].split("\n")] == [[k, v.split()[0]] for k, v in items[i]["options"].items()]
+
+
+def test_cmexam_own_inference_prompt_and_response():
+    from qilin.eval.prompts import cmexam_lora_prompt, cmexam_lora_response
+
+    item = {"question": " 治疗2型糖尿病首选", "options": {"A": "胰岛素", "B": "二甲双胍 "}}
+    # instruction template 1, stripped at both ends (infer.py), then med_template
+    assert cmexam_lora_prompt(item) == "问题:  治疗2型糖尿病首选, \n 选项: A 胰岛素\nB 二甲双胍\n### 回答:\n"
+    assert cmexam_lora_response(" 答案: B 二甲双胍 \n### 回答:\n重复") == "答案: B 二甲双胍"
