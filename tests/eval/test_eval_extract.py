@@ -78,3 +78,17 @@ def test_choice_patterns_stays_within_the_question_letters():
     assert choice_patterns("答案是E", "ABCDE") == "E"
     assert choice_patterns("我觉得A和B都有可能") == ""      # no random guess: ""
     assert choice_patterns("", "ABCD") == ""
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60), st.dictionaries(st.sampled_from("ABCDE"), st.text(max_size=6), min_size=2, max_size=5))
+def test_own_rules_never_raise_and_answer_with_option_letters(text, options):
+    letters = "".join(sorted(options))
+    assert set(letter_run(text, letters)) <= set(letters)
+    union = first_line_union(text, options)
+    assert union == "".join(sorted(set(union))) and set(union) <= set(letters)
+    assert choice_patterns(text, letters) in ("", *letters)

@@ -36,7 +36,7 @@ SPACED = {"A": "维生素 B12", "B": "叶酸", "C": "铁剂 口服", "D": "DNA �
     ("  C  ", "C"),
     ("所以答案是C。", "C"),
     ("解释：略\n答案C", "无答案"),                        # 解释 present: first line "解释：略" has nothing
-    ("\n答案：B\n解释：略", "无答案"),                     # first line is empty (stripped ""), nothing in it
+    ("\n答案：B\n解释：略", "无答案"),                     # first line empty (the pipelines strip outputs first)
     ("答案：E 甲硝唑\n解释：甲硝唑抗厌氧菌，阿司匹林不对", "E"),
     ("NA", "无答案"),                                  # pandas reads NA as missing: never searched
     ("None", "无答案"),

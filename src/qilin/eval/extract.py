@@ -45,6 +45,9 @@ def cmexam_parse_options(output: str, options: Mapping[str, str], *, via_csv: bo
     An option with no token at all would crash upstream (IndexError); here it matches by its letter
     only. `via_csv`: upstream reads the outputs back from a CSV first, and an output pandas reads
     as missing (PANDAS_NA_STRINGS: "", "NA", "None" ...) scores "无答案" before any matching.
+    Pass the continuation stripped, as both upstream pipelines store it (CMExam's `get_response`,
+    Qilin-Med's `response.strip()`): with 解释 present, a leading newline would leave an empty
+    first line.
     """
     if via_csv and output in PANDAS_NA_STRINGS:
         return CMEXAM_NO_ANSWER
