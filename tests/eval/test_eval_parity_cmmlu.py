@@ -44,7 +44,7 @@ FIRST_GUESS_SEED0 = "D"
     ("A和B都有可能", "A"),                               # first character
 ])
 def test_extract_choice_parity(response, expected):
-    assert cmmlu_extract_choice(response, random.Random(0)) == (expected, False)
+    assert cmmlu_extract_choice(response, "ABCD", random.Random(0)) == (expected, False)
 
 
 @pytest.mark.parametrize("response", [
@@ -56,12 +56,12 @@ def test_extract_choice_parity(response, expected):
     "Ｃ",                     # full-width
 ])
 def test_extract_choice_falls_back_to_a_seeded_recorded_guess(response):
-    assert cmmlu_extract_choice(response, random.Random(0)) == (FIRST_GUESS_SEED0, True)
+    assert cmmlu_extract_choice(response, "ABCD", random.Random(0)) == (FIRST_GUESS_SEED0, True)
 
 
 def test_the_rng_is_drawn_only_on_fallback_and_reproducible():
     rng = random.Random(0)
-    seq = [cmmlu_extract_choice(r, rng) for r in ["不知道", "答案是C", "不知道", "不知道"]]
+    seq = [cmmlu_extract_choice(r, "ABCD", rng) for r in ["不知道", "答案是C", "不知道", "不知道"]]
     assert seq == [("D", True), ("C", False), ("D", True), ("A", True)]   # draws 3, 3, 0
 
 
@@ -74,16 +74,16 @@ def test_the_rng_is_drawn_only_on_fallback_and_reproducible():
     ("None", (FIRST_GUESS_SEED0, True)),
 ])
 def test_generation_pipeline(output, expected):
-    assert cmmlu_generation_answer(output, random.Random(0)) == expected
+    assert cmmlu_generation_answer(output, "ABCD", random.Random(0)) == expected
 
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=80), st.integers(0, 2**32))
 def test_extract_choice_never_raises_and_answers_a_letter(response, seed):
-    letter, guessed = cmmlu_extract_choice(response, random.Random(seed))
+    letter, guessed = cmmlu_extract_choice(response, "ABCD", random.Random(seed))
     assert letter in "ABCD" and len(letter) == 1 and isinstance(guessed, bool)
-    assert cmmlu_generation_answer(response, random.Random(seed))[0] in "ABCD"
+    assert cmmlu_generation_answer(response, "ABCD", random.Random(seed))[0] in "ABCD"
 
 
 # --------------------------------------------------------------------------------- prompts
@@ -129,3 +129,14 @@ def test_gen_prompt_never_exceeds_max_length(shots, max_length):
     assert 0 <= kept <= len(shots)
     pieces = len(INTRO) + len(END) + (len(prompt) - len(INTRO) - len(END) if kept else 0)
     assert prompt == END or pieces <= max_length
+
+
+def test_interface_used_by_the_evaluation_path():
+    from qilin.eval import extract
+
+    assert extract.cmmlu_prompt("解剖学", [SHOT2, SHOT1], ITEM, len) == INTRO + S2 + S1 + END
+    # 20 "tokens" a character: instruction + item 1,340, shots 920 and 740 -> neither fits in 2,048
+    assert extract.cmmlu_prompt("解剖学", [SHOT2, SHOT1], ITEM, lambda s: 20 * len(s)) == INTRO + END
+    # Other letter sets (not CMMLU's) stay within their letters
+    assert cmmlu_extract_choice("答案是E", "ABCDE", random.Random(0)) == ("E", False)
+    assert cmmlu_extract_choice("不知道", "AB", random.Random(0))[0] in "AB"

@@ -429,20 +429,16 @@ def _use_vllm(g: GeneratorSettings) -> bool:
 def _hf_generate(g: GeneratorSettings, seed: int):
     import torch
 
-    from qilin.eval.lm import _pad, load_lm
     from qilin.model.chat import prompt_text
+    from qilin.model.runtime import Decoding, load_lm
 
     lm = load_lm(g.model)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # once: each batch continues the same random stream
+    decoding = Decoding(do_sample=True, temperature=g.temperature, top_p=g.top_p)
 
     def generate(batch: list[list[dict]]) -> list[str]:
-        ids = [lm.encode(prompt_text(lm.tokenizer, messages)) for messages in batch]
-        input_ids, mask = _pad(ids, lm.pad_id, left=True, device=lm.device)
-        with torch.inference_mode():
-            out = lm.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True,
-                                    temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_tokens,
-                                    eos_token_id=lm.stop_ids, pad_token_id=lm.pad_id)
-        return [lm.decode(row) for row in out[:, input_ids.shape[1]:].tolist()]
+        prompts = [prompt_text(lm.tokenizer, messages) for messages in batch]
+        return lm.generate(prompts, g.max_tokens, len(prompts), decoding)
 
     return generate
 

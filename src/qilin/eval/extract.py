@@ -154,29 +154,30 @@ def _choice_cascade(response: str, letters: str) -> str | None:
     return m.group(1) if m else None
 
 
-def cmmlu_extract_choice(response: str, rng: random.Random) -> tuple[str, bool]:
+def cmmlu_extract_choice(response: str, letters: str, rng: random.Random) -> tuple[str, bool]:
     """CMMLU's `extract_choice` (haonan-li/CMMLU, src/mp_utils.py, commit
     d6e7b716d8ac694f38969a6c0407437d1fded799): (letter, fell_back).
 
-    Steps: the first character if it is A-D; else the first strong pattern that matches; else the
-    recursive patterns; else the weak `[^不]是 X`; else the only letter A-D mentioned; else a random
-    letter, here `"ABCD"[rng.randint(0, 3)]` (upstream: the global `random.randint(0, 3)`, unseeded)
-    with `fell_back` True so the guess is recorded, never hidden. An empty response (an IndexError
-    upstream) falls back too.
+    Steps: the first character if it is a letter; else the first strong pattern that matches; else
+    the recursive patterns; else the weak `[^不]是 X`; else the only letter mentioned; else a random
+    letter, here `letters[rng.randint(0, len(letters) - 1)]` (upstream: the global, unseeded
+    `random.randint(0, 3)`) with `fell_back` True so the guess is recorded, never hidden. An empty
+    response (an IndexError upstream) falls back too. Upstream's letters are always "ABCD" (every
+    CMMLU question has four options); with letters="ABCD" this is upstream exactly.
     """
-    found = _choice_cascade(str(response), CMMLU_CHOICES)
+    found = _choice_cascade(str(response), letters)
     if found is not None:
         return found, False
-    return CMMLU_CHOICES[rng.randint(0, 3)], True
+    return letters[rng.randint(0, len(letters) - 1)], True
 
 
-def cmmlu_generation_answer(output: str, rng: random.Random) -> tuple[str, bool]:
+def cmmlu_generation_answer(output: str, letters: str, rng: random.Random) -> tuple[str, bool]:
     """What CMMLU's generation-mode pipeline extracts from one raw model output: its eval scripts
     store `output.replace("\\n", "")` (src/qwen2.py, chatglm.py, chatgpt.py ...), `get_results`
     reads them back with pandas (an output that pandas reads as missing becomes the text "nan"
     through `str()`), then `extract_choice`."""
     stored = output.replace("\n", "")
-    return cmmlu_extract_choice("nan" if stored in PANDAS_NA_STRINGS else stored, rng)
+    return cmmlu_extract_choice("nan" if stored in PANDAS_NA_STRINGS else stored, letters, rng)
 
 
 # ------------------------------------------------------------------------ rules of our own
@@ -233,8 +234,33 @@ def cmexam_evaluate_prediction(references: Sequence[str], predictions: Sequence[
             "no_answer": sum(p == CMEXAM_NO_ANSWER for p in predictions), "n": n}
 
 
-# Old names kept only so that suite.py / tasks.py import until they are rewired; they are rules of
-# our own, and the protocols they serve must carry the new names. Delete when nothing imports them.
+# --------------------------------------------- what the evaluation path (choice.py) imports today
+
+# One-line descriptions of each extraction (docs/PROTOCOLS.md has the full ones).
+LETTER_RUN_EXTRACTION = ("letter-run (ours): the first ASCII word made only of the question's option letters "
+                         "(DNA, CT, B12 skipped); none -> ''")
+QILIN_MED_EXTRACTION = ("Qilin-Med's extract_cot_answer: the last '所以答案是X。' if X is one of A-E; else the first "
+                        "[A-Z]+ run anywhere (DNA -> 'DNA'); else the one option text (up to its first space) "
+                        "present; else '-'")
+CMEXAM_EXTRACTION = ("CMExam's parse_options: the whole output (only its first line, stripped, if it contains "
+                     "解释); the letters, in option order, of every option whose letter or first text token "
+                     "occurs in it; none -> 无答案 (as are outputs pandas reads back as missing, e.g. 'NA')")
+CMMLU_EXTRACTION = ("CMMLU's extract_choice (first character, strong patterns, recursive 当选/正确, weak 是X, "
+                    "the only letter mentioned); no match -> a random letter from random.Random(seed), counted")
+CMMLU_MAX_PROMPT_TOKENS = 2048
+CMMLU_PROMPT_TEXT = ("以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\\n\\n[shots: 题目：...答案是：X\\n\\n] "
+                     "题目：{question}\\nA. {A}\\n...\\n答案是：")
+
+
+def cmmlu_prompt(subject: str, shots: Sequence[Mapping], item: Mapping, count_tokens) -> str:
+    """CMMLU's gen_prompt with its 2,048-token rule: `prompts.cmmlu_prompt` without the shot count."""
+    from qilin.eval.prompts import cmmlu_prompt as build
+
+    return build(subject, shots, item, count_tokens, CMMLU_MAX_PROMPT_TOKENS)[0]
+
+
+# Old names, kept only while callers still import them; they are rules of our own, and the
+# protocols they serve carry the new names (letter-run, first-line-union, choice-patterns).
 first_letter_run = letter_run
 cmexam_official = first_line_union
 cmmlu_choice = choice_patterns

@@ -6,7 +6,7 @@ to know which engine ran. Both engines see the same inputs: each prompt is rende
 chat template (model/chat.py) and ends with the assistant header, and generation stops at the end of
 the assistant turn (`<|im_end|>`) or at EOS.
 
-The transformers path repeats every prompt N times and batches the copies, left-padded (lm.py explains
+The transformers path repeats every prompt N times and batches the copies, left-padded (model/runtime.py explains
 why left padding keeps a padded row identical to an unpadded one); the order of the answers is
 deterministic for a given seed on a given machine.
 """
@@ -69,30 +69,17 @@ def chat_prompts(tokenizer, prompts: list[str]) -> list[str]:
 
 
 def _sample_transformers(model_dir: Path, prompts: list[str], settings: Sampling) -> list[list[str]]:
-    import torch
-    from transformers import GenerationConfig
-
-    from qilin.eval.lm import _batches, _pad, load_lm
+    """Every prompt repeated N times and batched through the one runtime (model/runtime.py)."""
+    from qilin.model.runtime import Decoding, load_lm
 
     lm = load_lm(model_dir)
-    # Our own GenerationConfig: a checkpoint's saved sampling settings must not change the run's.
-    # top_k=0 turns off transformers' default top-k 50, so top_p alone decides the nucleus.
-    gen_cfg = GenerationConfig(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0,
-                               max_new_tokens=settings.max_new_tokens, eos_token_id=lm.stop_ids,
-                               pad_token_id=lm.pad_id, use_cache=True)
-    ids = [lm.encode(p) for p in chat_prompts(lm.tokenizer, prompts)]
+    rendered = chat_prompts(lm.tokenizer, prompts)
     copies = [i for i in range(len(prompts)) for _ in range(settings.n)]  # prompt index of every sequence
+    decoding = Decoding(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+    texts = lm.generate([rendered[c] for c in copies], settings.max_new_tokens, settings.batch_size, decoding)
     out: list[list[str]] = [[] for _ in prompts]
-    texts: dict[int, str] = {}
-    torch.manual_seed(settings.seed)
-    with torch.inference_mode():
-        for idx in _batches([ids[p] for p in copies], settings.batch_size, "sample"):
-            input_ids, mask = _pad([ids[copies[c]] for c in idx], lm.pad_id, left=True, device=lm.device)
-            gen = lm.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
-            for c, row in zip(idx, gen[:, input_ids.shape[1]:].tolist()):
-                texts[c] = lm.decode(row)
-    for c in range(len(copies)):
-        out[copies[c]].append(texts[c])
+    for c, text in zip(copies, texts):
+        out[c].append(text)
     del lm
     return out
 
