@@ -82,6 +82,12 @@ def test_pandas_reads_back_exactly_the_listed_strings_as_missing(text):
     assert missing == (text in PANDAS_NA_STRINGS)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(st.sampled_from(sorted(PANDAS_NA_STRINGS)), st.text(max_size=12).filter(lambda t: "\r" not in t)))
+def test_pandas_missing_values_property(text):
+    test_pandas_reads_back_exactly_the_listed_strings_as_missing(text)
+
+
 _letters = st.sampled_from("ABCDE")
 _options = st.dictionaries(_letters, st.text(max_size=8), min_size=2, max_size=5)
 
