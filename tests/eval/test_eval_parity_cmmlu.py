@@ -132,11 +132,12 @@ def test_gen_prompt_never_exceeds_max_length(shots, max_length):
 
 
 def test_interface_used_by_the_evaluation_path():
-    from qilin.eval import extract
+    from qilin.eval import choice
 
-    assert extract.cmmlu_prompt("解剖学", [SHOT2, SHOT1], ITEM, len) == INTRO + S2 + S1 + END
+    row = {**ITEM, "subject": "anatomy", "shots": [SHOT2, SHOT1]}
+    assert choice.prompt("cmmlu-medical", row, len) == INTRO + S2 + S1 + END
     # 20 "tokens" a character: instruction + item 1,340, shots 920 and 740 -> neither fits in 2,048
-    assert extract.cmmlu_prompt("解剖学", [SHOT2, SHOT1], ITEM, lambda s: 20 * len(s)) == INTRO + END
+    assert choice.prompt("cmmlu-medical", row, lambda s: 20 * len(s)) == INTRO + END
     # Other letter sets (not CMMLU's) stay within their letters
     assert cmmlu_extract_choice("答案是E", "ABCDE", random.Random(0)) == ("E", False)
     assert cmmlu_extract_choice("不知道", "AB", random.Random(0))[0] in "AB"

@@ -234,33 +234,20 @@ def cmexam_evaluate_prediction(references: Sequence[str], predictions: Sequence[
             "no_answer": sum(p == CMEXAM_NO_ANSWER for p in predictions), "n": n}
 
 
-# --------------------------------------------- what the evaluation path (choice.py) imports today
+# ------------------------------------------------ one-line descriptions (docs/PROTOCOLS.md in full)
 
-# One-line descriptions of each extraction (docs/PROTOCOLS.md has the full ones).
 LETTER_RUN_EXTRACTION = ("letter-run (ours): the first ASCII word made only of the question's option letters "
                          "(DNA, CT, B12 skipped); none -> ''")
-QILIN_MED_EXTRACTION = ("Qilin-Med's extract_cot_answer: the last '所以答案是X。' if X is one of A-E; else the first "
-                        "[A-Z]+ run anywhere (DNA -> 'DNA'); else the one option text (up to its first space) "
-                        "present; else '-'")
-CMEXAM_EXTRACTION = ("CMExam's parse_options: the whole output (only its first line, stripped, if it contains "
-                     "解释); the letters, in option order, of every option whose letter or first text token "
-                     "occurs in it; none -> 无答案 (as are outputs pandas reads back as missing, e.g. 'NA')")
-CMMLU_EXTRACTION = ("CMMLU's extract_choice (first character, strong patterns, recursive 当选/正确, weak 是X, "
-                    "the only letter mentioned); no match -> a random letter from random.Random(seed), counted")
-CMMLU_MAX_PROMPT_TOKENS = 2048
-CMMLU_PROMPT_TEXT = ("以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\\n\\n[shots: 题目：...答案是：X\\n\\n] "
-                     "题目：{question}\\nA. {A}\\n...\\n答案是：")
-
-
-def cmmlu_prompt(subject: str, shots: Sequence[Mapping], item: Mapping, count_tokens) -> str:
-    """CMMLU's gen_prompt with its 2,048-token rule: `prompts.cmmlu_prompt` without the shot count."""
-    from qilin.eval.prompts import cmmlu_prompt as build
-
-    return build(subject, shots, item, count_tokens, CMMLU_MAX_PROMPT_TOKENS)[0]
-
-
-# Old names, kept only while callers still import them; they are rules of our own, and the
-# protocols they serve carry the new names (letter-run, first-line-union, choice-patterns).
-first_letter_run = letter_run
-cmexam_official = first_line_union
-cmmlu_choice = choice_patterns
+QILIN_MED_EXTRACTION = ("Qilin-Med's extract_cot_answer on the stripped output: the last '所以答案是X。' if X is one "
+                        "of A-E; else the first [A-Z]+ run anywhere (DNA -> 'DNA'); else the one letter A-E present; "
+                        "else the one option text (up to its first space) present; else '-'")
+CMEXAM_EXTRACTION = ("CMExam's parse_options on the stripped output: the whole output (only its first line, "
+                     "stripped, if it contains 解释); the letters, in option order, of every option whose letter or "
+                     "first text token occurs in it; none -> 无答案 (as are outputs pandas reads back as missing)")
+CMMLU_EXTRACTION = ("CMMLU's extract_choice on the output with newlines removed (first character, strong patterns, "
+                    "recursive 当选/正确, weak 是X, the only letter mentioned); no match -> a random letter from "
+                    "random.Random(seed), counted")
+FIRST_LINE_UNION_EXTRACTION = ("first-line-union (ours): the letters, A-E order, of every option whose letter or "
+                               "whole text occurs in the first non-empty line; none -> ''")
+CHOICE_PATTERNS_EXTRACTION = ("choice-patterns (ours): CMMLU's pattern cascade, but no match -> '' (wrong) instead "
+                              "of a random letter")

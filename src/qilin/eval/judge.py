@@ -128,35 +128,6 @@ def parse_ratings(reply: str, criteria: tuple[str, ...] = CMB_CLIN_CRITERIA) -> 
     return {**{c: None for c in criteria}, "overall": None, "raw": reply}
 
 
-# -------------------------------------------------------------- the earlier interface (tasks.py)
-
-PROMPT = """你是一名资深临床医学专家，请评价AI医生对病例问题的回答。
-对话（病例与此前的问答）：
-{context}
-
-参考答案：
-{reference}
-
-AI医生的回答：
-{answer}
-
-请从以下四个方面各给出1到5的整数评分（5最好）：流畅性(fluency)、相关性(relevance)、完整性(completeness)、医学专业性(proficiency)。
-只输出一个JSON对象，例如：{{"fluency": 4, "relevance": 5, "completeness": 3, "proficiency": 4}}"""
-
-
-def judge_answers(url: str, model: str, conversations: list[list[dict]], lines: list[dict],
-                  criteria: tuple[str, ...], timeout: float = 60.0) -> list[dict]:
-    """The earlier judge (our prompt without the rubric's scales), kept until tasks.py calls
-    `judge_cmb_clin`; its numbers are neither `cmb-clin-judge` nor `cmb-clin-rubric`."""
-    endpoint = _endpoint(url)
-    out = []
-    for conv, line in zip(conversations, lines, strict=True):
-        context = "\n".join(f"{m['role']}: {m['content']}" for m in conv)
-        prompt = PROMPT.format(context=context, reference=line["reference"], answer=line["prediction"])
-        out.append(parse_ratings(_post(endpoint, model, prompt, timeout), criteria))
-    return out
-
-
 def _endpoint(url: str) -> str:
     endpoint = url.rstrip("/")
     return endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
