@@ -193,6 +193,6 @@ def test_a_busy_endpoint_is_retried_with_backoff(tmp_path, server_factory):
                                                 "generator": settings(server.url, retries=2)}))
     assert len(server.log) == 12  # 3 segments x 2 calls x (503, then 200)
     assert (out / "unified.jsonl").read_text(encoding="utf-8").count("\n") == 3
-    with pytest.raises(QilinError, match="unreachable or failing after 1 tries"):
+    with pytest.raises(QilinError, match="unreachable, failing or replying malformed after 1 tries"):
         unify.run(config.build(unify.Config, {"out": tmp_path / "v", "data": data,
                                               "generator": settings(server_factory(mode="flaky").url, retries=0)}))
