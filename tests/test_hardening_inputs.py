@@ -172,3 +172,13 @@ def test_read_permission_of_written_outputs_follows_the_umask(tmp_path):
         os.umask(old)
     assert mode == 0o666 & ~old  # the umask read once at first use: this process's
     assert mode & 0o044  # group and others may read, as with any file the user writes
+
+
+def test_ids_are_scrubbed_in_the_built_files_unless_kept(tmp_path, capsys):
+    write(tmp_path, "qa.jsonl", '{"id": "13812345678", "question": "头痛怎么办", "answer": "多休息"}\n')
+    sources = write(tmp_path, "s.yaml", "sources:\n  - {name: qa, path: qa.jsonl, kind: qa, stages: [sft]}\n")
+    for keep, out in ((False, tmp_path / "a"), (True, tmp_path / "b")):
+        assert main(["data", "build", str(sources), "--out", str(out), f"keep_raw_ids={keep}", "parquet=false"]) == 0
+        item = json.loads((out / "train" / "sft.jsonl").read_text(encoding="utf-8"))
+        assert (item["id"] == "13812345678") == keep and (keep or item["id"].startswith("[PHONE-"))
+    capsys.readouterr()
