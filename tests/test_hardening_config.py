@@ -79,8 +79,9 @@ def test_yaml_file_mistakes(tmp_path):
 def test_recipe_and_stage_commands_give_one_line(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_bytes("name: 演示\nstages: []\n".encode("gbk"))
-    for argv in (["run", str(recipe)], ["sft", "train.lr=null"], ["sft", "train.lr=nan"], ["run", "recipes/qilin-med.yaml",
-                                                                                          "seed=["]):
+    for argv in (["run", str(recipe)], ["sft", "train.lr=null"], ["sft", "train.lr=nan"],
+                 ["run", "recipes/qilin-med.yaml", "seed=["], ["unify", "generator.concurrency=0"],
+                 ["unify", "tries=0"], ["unify", "generator.top_p=1.5"]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("qilin: error: ") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)

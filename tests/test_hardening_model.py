@@ -63,3 +63,9 @@ def test_a_stage_given_a_broken_model_exits_2_without_traceback(tmp_path, micro_
     rc = main(["cpt", f"model={m}", f"data={text_data}", f"out={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert rc == 2 and "truncated" in err and "Traceback" not in err, err
+
+
+def test_eval_with_a_missing_model_names_the_model(tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "no-model"), "--tasks", "cmexam"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'no-model'}: model folder not found" in err and "Traceback" not in err, err

@@ -33,7 +33,8 @@ def doc(help: str, default: Any = dataclasses.MISSING, *, ge: float | None = Non
     `ge` / `gt` / `le` bound a number given in a config (checked by `build`; null stays allowed where the
     type is optional)."""
     meta = {"help": help, **{k: v for k, v in (("ge", ge), ("gt", gt), ("le", le)) if v is not None}}
-    if callable(default) and not isinstance(default, type):
+    if callable(default) and (not isinstance(default, type) or dataclasses.is_dataclass(default)):
+        # a section's class (doc("...", Dedup)) is a factory: each config gets its own instance
         return dataclasses.field(default_factory=default, metadata=meta, **kw)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
@@ -57,8 +58,20 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_DEPTH = 100  # flow nesting ([[[...) deeper than any config: PyYAML takes seconds to refuse 2000 levels
+
+
 def _yaml(text: str):
     """yaml.safe_load with duplicate keys refused; YAMLError (with a mark) for every YAML problem."""
+    depth = deepest = 0
+    for c in text:
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise yaml.YAMLError("nested too deeply")
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
@@ -99,26 +112,30 @@ def parse_overrides(items: list[str]) -> dict:
     out: dict = {}
     for item in items:
         if "=" not in item:
-            raise QilinError(f"override '{item}': expected key=value")
+            raise QilinError(f"override '{_short(item)}': expected key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         if not all(parts) or any(p != p.strip() for p in parts):
-            raise QilinError(f"override '{item}': {key.strip()!r} is not a key (dotted names, e.g. train.lr)")
+            raise QilinError(f"override '{_short(item)}': {key.strip()!r} is not a key (dotted names, e.g. train.lr)")
         try:
             value = _yaml(raw) if raw != "" else ""
         except yaml.YAMLError as e:
-            raise QilinError(f"override '{item}': the value is not valid YAML ({getattr(e, 'problem', e)}); "
+            raise QilinError(f"override '{_short(item)}': the value is not valid YAML ({getattr(e, 'problem', e)}); "
                              "quote it to pass a string") from None
         node = out
         for k, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise QilinError(f"override '{item}': {'.'.join(parts[:k + 1])} is given a value and also settings")
+                raise QilinError(f"override '{_short(item)}': {'.'.join(parts[:k + 1])} is given a value and also settings")
         old = node.get(parts[-1])
         if isinstance(old, dict) and not isinstance(value, dict):
-            raise QilinError(f"override '{item}': {key.strip()} is given a value and also settings")
+            raise QilinError(f"override '{_short(item)}': {key.strip()} is given a value and also settings")
         node[parts[-1]] = merge(old, value) if isinstance(old, dict) else value
     return out
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def merge(base: dict, extra: dict) -> dict:

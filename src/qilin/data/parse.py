@@ -200,6 +200,39 @@ def _csv_header(path: Path) -> list[str]:
     return [h.strip() for h in _next_row(path, csv.reader(line for _, line in _lines(path)), 1) or []]
 
 
+# ---------------------------------------------------------------- multiple-choice options
+
+_OPTION = re.compile(r"\s*([A-Z])\s*[.．、:：)）]?\s*(.*?)\s*", re.S)
+_OPTION_SPLIT = re.compile(r"\\n|\r?\n")  # a LITERAL backslash-n in CMExam, real newlines elsewhere
+
+
+def parse_options(path: Path, line: int, text: str, field: str = "Options") -> dict[str, str]:
+    """`A text\\nB text` -> {"A": "text", "B": "text"}."""
+    options: dict[str, str] = {}
+    for part in _OPTION_SPLIT.split(text):
+        if not part.strip():
+            continue
+        m = _OPTION.fullmatch(part)
+        if not m or not m.group(2):
+            raise InputError(path, line, field, f"cannot read option {part.strip()[:30]!r} "
+                                                "(expected a capital letter then its text, e.g. 'A 发热')")
+        if m.group(1) in options:
+            raise InputError(path, line, field, f"option letter {m.group(1)} appears twice")
+        options[m.group(1)] = m.group(2)
+    if len(options) < 2:
+        raise InputError(path, line, field, "fewer than two options")
+    return options
+
+
+def check_answer(path: Path, line: int, answer: str, letters: Iterable[str], field: str = "Answer") -> str:
+    """The answer letters, sorted ("DBA" -> "ABD"); each must be one of the option letters."""
+    letters = "".join(sorted(letters))
+    clean = answer.strip().upper()
+    if not re.fullmatch(r"[A-Z]+", clean) or set(clean) - set(letters):
+        raise InputError(path, line, field, f"answer {answer.strip()!r} is not made of the option letters {letters}")
+    return "".join(sorted(set(clean)))
+
+
 # ---------------------------------------------------------------- JSON
 
 def _loads(path: Path, line: int | None, raw: str):

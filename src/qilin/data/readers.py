@@ -19,12 +19,12 @@ lone surrogates, CR-only line ends) is handled once, in parse.py; each reader ch
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from qilin.data.parse import (  # noqa: F401 - re-exported: eval, RAG and tests read files with these
     _csv_header, _csv_items, _id, _json_list_items, _json_object, _jsonl_items, _lines, _read_text,
-    _records, _row_dict, _string, check_file)
+    _records, _row_dict, _string, check_answer, check_file, parse_options)
 from qilin.errors import InputError, QilinError
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
@@ -32,37 +32,6 @@ MESSAGE_ROLES = ("user", "assistant", "system")
 
 
 # ---------------------------------------------------------------- multiple-choice questions
-
-_OPTION = re.compile(r"\s*([A-Z])\s*[.．、:：)）]?\s*(.*?)\s*", re.S)
-_OPTION_SPLIT = re.compile(r"\\n|\r?\n")  # a LITERAL backslash-n in CMExam, real newlines elsewhere
-
-
-def parse_options(path: Path, line: int, text: str, field: str = "Options") -> dict[str, str]:
-    """`A text\\nB text` -> {"A": "text", "B": "text"}."""
-    options: dict[str, str] = {}
-    for part in _OPTION_SPLIT.split(text):
-        if not part.strip():
-            continue
-        m = _OPTION.fullmatch(part)
-        if not m or not m.group(2):
-            raise InputError(path, line, field, f"cannot read option {part.strip()[:30]!r} "
-                                                "(expected a capital letter then its text, e.g. 'A 发热')")
-        if m.group(1) in options:
-            raise InputError(path, line, field, f"option letter {m.group(1)} appears twice")
-        options[m.group(1)] = m.group(2)
-    if len(options) < 2:
-        raise InputError(path, line, field, "fewer than two options")
-    return options
-
-
-def check_answer(path: Path, line: int, answer: str, letters: Iterable[str], field: str = "Answer") -> str:
-    """The answer letters, sorted ("DBA" -> "ABD"); each must be one of the option letters."""
-    letters = "".join(sorted(letters))
-    clean = answer.strip().upper()
-    if not re.fullmatch(r"[A-Z]+", clean) or set(clean) - set(letters):
-        raise InputError(path, line, field, f"answer {answer.strip()!r} is not made of the option letters {letters}")
-    return "".join(sorted(set(clean)))
-
 
 def read_cmexam(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
                 source: str | None = None) -> Iterator[dict]:
