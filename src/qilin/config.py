@@ -86,7 +86,8 @@ def load_yaml(path: str | Path) -> dict:
     if path.is_dir():
         raise QilinError(f"{path}: is a folder, not a config file")
     if not path.is_file():
-        raise QilinError(f"{path}: config file not found")
+        raise QilinError(f"{path}: " + ("not a regular file (a FIFO, socket or device)" if path.exists()
+                                        else "config file not found"))
     try:
         raw = path.read_bytes()
         data = _yaml(raw.decode("utf-8"))

@@ -113,24 +113,22 @@ def read_json(path: str | Path) -> Any:
 
 
 def iter_jsonl(path: str | Path, what: str = "data file"):
-    """(line number, record) for every non-blank line of a JSONL file, streamed.
+    """(line number, record: a JSON object) for every non-blank line of a JSONL file, streamed.
 
     A missing file or a line that is not JSON is the user's mistake: a QilinError / InputError
-    naming the file (and line), never a traceback.
+    naming the file (and line), never a traceback. The lines go through the readers' boundary
+    (qilin.data.parse): a folder or FIFO, a bad byte, deep nesting, a lone surrogate are named too.
     """
-    from qilin.errors import InputError, QilinError
+    from qilin.data.parse import _json_object, _jsonl_items
+    from qilin.errors import QilinError
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise QilinError(f"{path}: {what} not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
+    if path.is_file() and path.stat().st_size == 0:
+        return
+    for n, line in _jsonl_items(path):
+        yield n, _json_object(path, n, line)
 
 
 def file_hash(path: str | Path, algo: str = "sha256") -> str:

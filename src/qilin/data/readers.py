@@ -350,7 +350,9 @@ def detect_format(path: str | Path) -> str:
         files = sorted(path.glob("*.csv"))
         if files and detect_format(files[0]) == "cmmlu":
             return "cmmlu"
-    elif path.suffix.lower() == ".csv":
+        raise InputError(path, None, None, "is a folder, not a file (only CMMLU is read from a folder of CSV files)")
+    check_file(path)
+    if path.suffix.lower() == ".csv":
         found = _csv_format(set(_csv_header(path)))
         if found:
             return found

@@ -209,5 +209,6 @@ def source_files(s: Source, base_dir: Path, at: str = "") -> list[Path]:
             raise QilinError(f"{at}: folder {path} has no files")
         return files
     if not path.is_file():
-        raise QilinError(f"{at}: {path} not found")
+        raise QilinError(f"{at}: {path} " + ("is not a regular file (a FIFO, socket or device)" if path.exists()
+                                             else "not found"))
     return [path]

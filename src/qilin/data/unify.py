@@ -142,6 +142,8 @@ def _documents(path: Path, sources: list[str] | None):
         text, source = record.get("text"), record.get("source") or "unknown"
         if not isinstance(text, str) or not text.strip():
             raise InputError(path, n, "text", "missing or empty")
+        if not isinstance(source, str):
+            raise InputError(path, n, "source", f"expected a string, got {type(source).__name__}")
         if sources is not None and source not in sources:
             continue
         text = text.strip()
