@@ -37,6 +37,7 @@ def test_overrides_that_are_not_yaml_or_clash():
     assert "given a value and also settings" in fails(overrides=["train.lr=1", "train=3"])
     assert "is not a key" in fails(overrides=[".x=1"])
     assert "is not a key" in fails(overrides=["train..lr=1"])
+    assert "key 'lr' given twice" in fails(overrides=["train={lr: 0.1, lr: 0.2}"])  # on one line too
     cfg = config.load(Cfg, None, ["train={lr: 0.5}", "train.epochs=3", "seed=1", "seed=2"])
     assert (cfg.train.lr, cfg.train.epochs, cfg.seed) == (0.5, 3, 2)  # a section merges; a value: the last wins
 

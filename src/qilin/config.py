@@ -49,12 +49,13 @@ class _Loader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line)
+                first = seen.get(key)
             except TypeError:  # an unhashable key: SafeLoader's own error says so
                 continue
-            if first != key_node.start_mark.line:
+            if first is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice (first on line {first + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
@@ -127,7 +128,8 @@ def parse_overrides(items: list[str]) -> dict:
         for k, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise QilinError(f"override '{_short(item)}': {'.'.join(parts[:k + 1])} is given a value and also settings")
+                raise QilinError(f"override '{_short(item)}': {'.'.join(parts[:k + 1])} is given a value and also "
+                                 "settings")
         old = node.get(parts[-1])
         if isinstance(old, dict) and not isinstance(value, dict):
             raise QilinError(f"override '{_short(item)}': {key.strip()} is given a value and also settings")
