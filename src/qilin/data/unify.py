@@ -119,6 +119,9 @@ class Generator:
     close: Callable[[], None] = lambda: None
 
 
+SUMMARY = "unify.json"  # the counts and the generator's label, read by the report's unification section
+
+
 def run(cfg: Config) -> Path:
     run = RunFolder(cfg.out)
     if run.is_complete():
@@ -140,7 +143,7 @@ def run(cfg: Config) -> Path:
     atomic_write_jsonl(run.path / "unified.jsonl", [
         {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
          "source": r["source"]} for r in kept])
-    atomic_write_json(run.path / "eval" / "metrics.json", _summary(cfg, segments, done))
+    atomic_write_json(run.path / SUMMARY, _summary(cfg, segments, done))
     return run.finish(inputs={"data": cfg.data}, seed=cfg.seed, extra={"generator": generator_label(cfg)})
 
 
@@ -299,7 +302,7 @@ class _Stopped(Exception):
 
 
 def _summary(cfg: Config, segments: list[dict], done: dict[str, dict]) -> dict:
-    """eval/metrics.json of this stage (the runner then skips its model evaluation: it trains no model)."""
+    """unify.json: the stage's counts, in its own file (eval/ is for benchmark evaluations of models)."""
     records = [done[s["id"]] for s in segments]
     kept = sum(r["status"] == "kept" for r in records)
     why = Counter(r["why"].split(" (")[0] for r in records if r["status"] != "kept")
