@@ -43,7 +43,7 @@ class Recipe:
                              "`name:` (default: the stage; names the folder and the summary row), an optional "
                              "`from:` (`base` or an earlier stage's name: train from that model instead of the "
                              "previous one, e.g. a second path compared with the first) and its options.", [])
-    eval: dict = doc("Options of the evaluation after every stage (qilin.eval.suite.EvalConfig).", {})
+    eval: dict = doc("Options of the evaluation after every stage (qilin.eval.tasks.EvalConfig, the same config as `qilin eval`).", {})
     rag: dict | None = doc("Options of the rag stage (qilin.rag.stage.Config): index the CPT corpus and evaluate "
                            "the final model with retrieval (Qilin-Med-RAG); `model:` may name a stage (default: "
                            "the last). An sft stage with `rag: {}` trains with passages from this index, and is "
@@ -172,7 +172,7 @@ def _eval_values(recipe: Recipe, data_dir: Path) -> dict:
 
 def run_recipe(recipe: Recipe) -> Path:
     """Run every step not yet complete, evaluate each model, write summary.json and the report."""
-    from qilin.eval.suite import EvalConfig
+    from qilin.eval.tasks import EvalConfig
 
     out = Path(recipe.out)
     steps = plan(recipe)
@@ -263,13 +263,13 @@ def _run_step(name: str, run: RunFolder, cfg: object, k: int, total: int) -> Non
 
 
 def _evaluate(name: str, run: RunFolder, data_dir: Path, eval_cfg: object) -> None:
-    from qilin.eval.suite import evaluate
+    from qilin.eval.results import evaluate_heldout
 
     target = run.path / "eval"
     if (target / "metrics.json").is_file():
         return
     log.info("evaluating %s", name)
-    evaluate(_model_of(run), data_dir, eval_cfg, target)
+    evaluate_heldout(_model_of(run), data_dir, eval_cfg, target)
     _release_memory()
 
 

@@ -169,7 +169,7 @@ def test_recipe_hands_the_reward_model_and_evaluation_to_rejection(tmp_path):
     assert steps["reward"].model == steps["rejection"].model == tmp_path / "03-sft" / "model"  # the policy
     assert steps["rejection"].reward_model == tmp_path / "04-reward" / "model"
     assert steps["rejection"].eval_data == tmp_path / "00-data"
-    assert steps["rejection"].eval.preference_normalise == "mean"  # the recipe's evaluation, not the default
+    assert steps["rejection"].eval.max_new_tokens["dialogue"] == 96  # the recipe's evaluation, not the default
     assert steps["sft"].train.max_length == steps["rejection"].train.max_length == 256  # one context value
 
 

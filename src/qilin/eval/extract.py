@@ -90,3 +90,55 @@ def cmmlu_choice(text: str, letters: str = "ABCD") -> str:
             return m.group(group)
     m = re.match(f"^[^{letters}]*([{letters}])[^{letters}]*$", text)
     return m.group(1) if m else ""
+
+
+# ------------------------------------------------------------------ interim (replaced by the parity work)
+
+LETTER_RUN_EXTRACTION = ("qilin's own rule: the first ASCII word made only of the question's option letters; "
+                         "none -> ''")
+QILIN_MED_EXTRACTION = ("Qilin-Med extract_cot_answer: last '所以答案是(.+?)。' if a letter A-E; else the first "
+                        "[A-Z]+ run; else the one letter A-E present; else the one option text present; else '-'")
+CMEXAM_EXTRACTION = ("CMExam parse_options: the whole output (its first line if it contains 解释); every option "
+                     "whose letter or first text token occurs, in option order; none -> 无答案")
+CMMLU_EXTRACTION = "CMMLU extract_choice rules in order; no match -> a random letter (seeded, counted)"
+CMMLU_MAX_PROMPT_TOKENS = 2048
+CMMLU_PROMPT_TEXT = "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\\n\\n[shots] 题目：{question}\\nA. {A}\\n...\\n答案是："
+
+
+def qilin_med_extract_cot_answer(text: str, options: dict[str, str]) -> str:
+    found = re.findall(r"所以答案是(.+?)。", text)
+    if found and found[-1] in "ABCDE" and found[-1]:
+        return found[-1]
+    m = re.search(r"[A-Z]+", text)
+    if m:
+        return m.group()
+    present = [c for c in "ABCDE" if c in text]
+    if len(present) == 1:
+        return present[0]
+    hits = [k for k, v in options.items() if v and v in text]
+    return hits[0] if len(hits) == 1 else "-"
+
+
+def cmexam_parse_options(text: str, options: dict[str, str]) -> str:
+    searched = text.split("\n")[0].strip() if "解释" in text else text
+    out = "".join(k for k, v in options.items()
+                  if k in searched or ((v.split() or [""])[0] and (v.split() or [""])[0] in searched))
+    return out or "无答案"
+
+
+def cmmlu_extract_choice(text: str, letters: str, rng) -> tuple[str, bool]:
+    got = cmmlu_choice(text, letters)
+    return (got, False) if got else (rng.choice(letters), True)
+
+
+def cmmlu_prompt(subject: str, shots: list[dict], item: dict, count_tokens) -> str:
+    def fmt(x, answer=True):
+        body = f"题目：{x['question']}\n" + "".join(f"{k}. {v}\n" for k, v in sorted(x["options"].items()))
+        return body + "答案是：" + (f"{x['answer']}\n\n" if answer else "")
+    head = f"以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
+    shots = list(shots)
+    while True:
+        p = head + "".join(fmt(s) for s in shots) + fmt(item, False)
+        if not shots or count_tokens(p) <= CMMLU_MAX_PROMPT_TOKENS:
+            return p
+        shots.pop()

@@ -146,15 +146,15 @@ def score(model, tokenizer, prompts: list[str], answers: list[str], batch_size: 
     """The reward of every (prompt, answer), in input order."""
     import torch
 
-    from qilin.eval.lm import _batches, _pad
+    from qilin.model.runtime import batches, pad
 
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None
     ids = [encode(tokenizer, p, a, limit) for p, a in zip(prompts, answers, strict=True)]
     device = next(model.parameters()).device
     out = [0.0] * len(ids)
     with torch.inference_mode():
-        for idx in _batches(ids, batch_size, "reward"):
-            input_ids, mask = _pad([ids[i] for i in idx], tokenizer.pad_token_id, left=False, device=device)
+        for idx in batches(ids, batch_size, "reward"):
+            input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=False, device=device)
             logits = model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
             for i, r in zip(idx, logits):
                 out[i] = r
