@@ -33,13 +33,17 @@ def write_run(root: Path, name: str, steps: list[dict]) -> Path:
     return root
 
 
-def accuracy_rows(correct: list[bool], field: str = "correct") -> list[dict]:
-    return [{"id": f"q{i}", field: c} for i, c in enumerate(correct)]
+def accuracy_rows(correct: list[bool], protocol: str = "qilin-med") -> list[dict]:
+    """One prediction line per item, as qilin.eval.choice / likelihood write them (preference: "mean")."""
+    return [{"id": f"q{i}", "protocol": protocol, "correct": c} for i, c in enumerate(correct)]
 
 
 def ppl_rows(nll_per_token: list[float], tokens: int = 50) -> list[dict]:
-    return [{"id": f"t{i}", "nll": x * tokens, "tokens": tokens} for i, x in enumerate(nll_per_token)]
+    return [{"id": f"t{i}", "protocol": "token-nll", "nll": x * tokens, "tokens": tokens}
+            for i, x in enumerate(nll_per_token)]
 
 
 def dialogue_rows(predictions: list[str], references: list[str]) -> list[dict]:
-    return [{"id": f"d{i}", "prediction": p, "reference": r} for i, (p, r) in enumerate(zip(predictions, references))]
+    """Both protocols' lines (qilin.eval.text), the per-item scores left for the report to recompute."""
+    return [{"id": f"d{i}", "protocol": proto, "prediction": p, "reference": r}
+            for proto in ("char", "qilin-med") for i, (p, r) in enumerate(zip(predictions, references))]

@@ -20,12 +20,12 @@ def test_dpo_small_preference_gain_is_not_shown_large_gain_holds(tmp_path):
     for gain, verdict in ((2, "not shown"), (20, "holds")):
         dpo_correct = [True] * (38 + gain) + [False] * (42 - gain)
         root = write_run(tmp_path / str(gain), "r", CHAIN + [
-            policy("base", "base", None, {"ppl.medical": 403.4}, {"ppl_medical": ppl_rows([6.0] * 8)}),
-            policy("cpt", "cpt", "base/model", {"ppl.medical": 148.4}, {"ppl_medical": ppl_rows([5.0] * 8)}),
+            policy("base", "base", None, {"ppl.medical": 403.4}, {"ppl-medical": ppl_rows([6.0] * 8)}),
+            policy("cpt", "cpt", "base/model", {"ppl.medical": 148.4}, {"ppl-medical": ppl_rows([5.0] * 8)}),
             policy("sft", "sft", "cpt/model", {"preference.accuracy": 0.475},
-                   {"preference": accuracy_rows(sft_correct)}),
+                   {"preference": accuracy_rows(sft_correct, "mean")}),
             policy("dpo", "dpo", "sft/model", {"preference.accuracy": (38 + gain) / 80},
-                   {"preference": accuracy_rows(dpo_correct)})])
+                   {"preference": accuracy_rows(dpo_correct, "mean")})])
         lines = SECTIONS["expectations"](collect(root)).lines
         claim = next(x for x in lines if "preference.accuracy" in x)
         assert claim.startswith(f"- {verdict}: preference.accuracy higher after `dpo` than after `sft`"), claim
@@ -38,8 +38,8 @@ def test_dpo_small_preference_gain_is_not_shown_large_gain_holds(tmp_path):
 
 def test_a_significant_move_the_wrong_way_does_not_hold_and_no_predictions_is_not_shown(tmp_path):
     root = write_run(tmp_path, "r", CHAIN + [
-        policy("base", "base", None, {"ppl.medical": 148.4}, {"ppl_medical": ppl_rows([5.0] * 8)}),
-        policy("cpt", "cpt", "base/model", {"ppl.medical": 403.4}, {"ppl_medical": ppl_rows([6.0] * 8)}),
+        policy("base", "base", None, {"ppl.medical": 148.4}, {"ppl-medical": ppl_rows([5.0] * 8)}),
+        policy("cpt", "cpt", "base/model", {"ppl.medical": 403.4}, {"ppl-medical": ppl_rows([6.0] * 8)}),
         policy("sft", "sft", "cpt/model", {"dialogue.rouge1": 3.0}, {}),
         policy("sft2", "sft", "sft/model", {"dialogue.rouge1": 9.0}, {})])
     lines = SECTIONS["expectations"](collect(root)).lines
@@ -51,7 +51,7 @@ def test_a_significant_move_the_wrong_way_does_not_hold_and_no_predictions_is_no
 
 def test_table_names_metric_variants_and_says_cmb_clin_official_score_was_not_computed(tmp_path):
     metrics = {"cmexam.accuracy": 0.25, "dialogue.bleu1": 10.0, "dialogue.qilinmed.bleu1": 5.0,
-               "cmb-clin.rougeL": 12.0}
+               "cmb_clin.rougeL": 12.0}
     root = write_run(tmp_path, "r", CHAIN + [policy("base", "base", None, metrics, {},
                                                     ci95={"cmexam.accuracy": [0.1, 0.45]})])
     lines = SECTIONS["table"](collect(root)).lines
@@ -60,7 +60,7 @@ def test_table_names_metric_variants_and_says_cmb_clin_official_score_was_not_co
         assert f"| {name} |" in header
     assert "| base | 25.00 [10–45] | – | 10.00 | – | 5.00 |" in "\n".join(lines)
     assert any("official CMB-Clin score" in x and "was not computed" in x for x in lines)
-    judged = write_run(tmp_path / "j", "r", CHAIN + [policy("base", "base", None, {**metrics, "cmb-clin.judge.overall": 7.0}, {})])
+    judged = write_run(tmp_path / "j", "r", CHAIN + [policy("base", "base", None, {**metrics, "cmb_clin.judge.overall": 7.0}, {})])
     assert not any("official CMB-Clin" in x for x in SECTIONS["table"](collect(judged)).lines)
     published = "\n".join(SECTIONS["published"](collect(root)).lines)
     assert "| stage | CMExam acc (gen) | BLEU-1 (qilin-med) | ROUGE-1 (qilin-med) |" in published

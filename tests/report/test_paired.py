@@ -55,8 +55,8 @@ def test_paired_bootstrap_is_seeded_and_sees_consistent_small_shifts():
 
 def test_compare_reads_predictions_joined_on_id(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    atomic_write_jsonl(a / "predictions" / "ppl_medical.jsonl", ppl_rows([6.0] * 10))
-    atomic_write_jsonl(b / "predictions" / "ppl_medical.jsonl", list(reversed(ppl_rows([5.0] * 10))))
+    atomic_write_jsonl(a / "predictions" / "ppl-medical.jsonl", ppl_rows([6.0] * 10))
+    atomic_write_jsonl(b / "predictions" / "ppl-medical.jsonl", list(reversed(ppl_rows([5.0] * 10))))
     test = compare(a, b, "ppl.medical")
     assert test.shown and test.diff == pytest.approx(math.exp(5) - math.exp(6))
     refs = ["高血压患者应当低盐饮食"] * 12

@@ -13,13 +13,13 @@ def huatuo_run(root, onestage_ppl):
         {"name": "unify", "kind": "unify"},
         {"name": "onestage", "kind": "onestage", "model_in": "01-base/model", "model_out": "03-onestage/model",
          "metrics": {"ppl.medical": 300.0, "cmexam.accuracy": 0.5},
-         "preds": {"ppl_medical": ppl_rows(onestage_ppl), "cmexam": accuracy_rows([True, False] * 5)},
+         "preds": {"ppl-medical": ppl_rows(onestage_ppl), "cmexam": accuracy_rows([True, False] * 5)},
          "train": {"train.tokens": 1000, "train.seconds": 10, "train.steps": 5, "train.loss_final": 5.0}},
         {"name": "twostage-cpt", "kind": "cpt", "model_in": "01-base/model", "model_out": "04-twostage-cpt/model",
          "metrics": {"ppl.medical": 350.0}, "train": {"train.tokens": 600, "train.seconds": 6}},
         {"name": "twostage-sft", "kind": "sft", "model_in": "04-twostage-cpt/model",
          "model_out": "05-twostage-sft/model", "metrics": {"ppl.medical": 320.0, "cmexam.accuracy": 0.6},
-         "preds": {"ppl_medical": ppl_rows([5.77] * 10), "cmexam": accuracy_rows([True] * 6 + [False] * 4)},
+         "preds": {"ppl-medical": ppl_rows([5.77] * 10), "cmexam": accuracy_rows([True] * 6 + [False] * 4)},
          "train": {"train.tokens": 450, "train.seconds": 5}},
     ]
     write_run(root, "huatuogpt-ii", steps)

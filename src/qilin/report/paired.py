@@ -41,17 +41,19 @@ class Comparison:
         return 0 if not self.shown else (1 if self.diff > 0 else -1)
 
 
-# metric -> (task file, kind): how its per-item values are read (kind: accuracy field, or a bootstrap statistic)
+# metric -> (task, protocol, kind): its per-item values are the `protocol` lines of predictions/<task>.jsonl
+# (qilin.eval.tasks: one line per item and protocol), read as `kind` (an accuracy field, or a statistic)
 METRICS = {
-    "cmexam.accuracy": ("cmexam", "correct"),
-    "cmexam.accuracy_logits": ("cmexam", "correct_logits"),
-    "preference.accuracy": ("preference", "correct"),
-    "dialogue.bleu1": ("dialogue", "bleu1"),
-    "dialogue.rouge1": ("dialogue", "rouge1"),
-    "dialogue.qilinmed.bleu1": ("dialogue", "qilinmed.bleu1"),
-    "dialogue.qilinmed.rouge1": ("dialogue", "qilinmed.rouge1"),
-    "ppl.medical": ("ppl_medical", "ppl"),
-    "ppl.general": ("ppl_general", "ppl"),
+    "cmexam.accuracy": ("cmexam", "qilin-med", "correct"),
+    "cmexam.accuracy_cmexam": ("cmexam", "cmexam", "correct"),
+    "cmexam.accuracy_logits": ("cmexam", "logits", "correct"),
+    "preference.accuracy": ("preference", "mean", "correct"),
+    "dialogue.bleu1": ("dialogue", "char", "bleu1"),
+    "dialogue.rouge1": ("dialogue", "char", "rouge1"),
+    "dialogue.qilinmed.bleu1": ("dialogue", "qilin-med", "qilinmed.bleu1"),
+    "dialogue.qilinmed.rouge1": ("dialogue", "qilin-med", "qilinmed.rouge1"),
+    "ppl.medical": ("ppl-medical", "token-nll", "ppl"),
+    "ppl.general": ("ppl-general", "token-nll", "ppl"),
 }
 
 
@@ -60,13 +62,13 @@ def compare(eval_a: Path, eval_b: Path, metric: str) -> Comparison | None:
     either lacks per-item predictions for it or they share no item."""
     if metric not in METRICS:
         return None
-    task, kind = METRICS[metric]
-    rows_a, rows_b = _rows(eval_a / "predictions" / f"{task}.jsonl"), _rows(eval_b / "predictions" / f"{task}.jsonl")
+    task, protocol, kind = METRICS[metric]
+    rows_a, rows_b = _rows(eval_a, task, protocol), _rows(eval_b, task, protocol)
     ids = [i for i in rows_a if i in rows_b]
     if not ids:
         return None
     a, b = [rows_a[i] for i in ids], [rows_b[i] for i in ids]
-    if kind in ("correct", "correct_logits"):
+    if kind == "correct":
         if any(kind not in r for r in a + b):
             return None
         return sign_test([float(r[kind]) for r in a], [float(r[kind]) for r in b], scale=100)
@@ -147,20 +149,22 @@ def _bleu1_counts(row: dict, words: bool) -> list[float]:
 
 
 def _rouge(row: dict, kind: str) -> float:
-    scores = row.get("scores") or {}
-    if kind in scores:
-        return float(scores[kind])
+    scores = row.get("scores") or {}  # a qilin-med line's "rouge1" is its own variant's
+    if scores.get("rouge1") is not None:
+        return float(scores["rouge1"])
     from qilin.eval import metrics as M
 
     h, r = M.chars(row.get("prediction") or ""), M.chars(row.get("reference") or "")
     return 100 * (M.rouge_n_set(h, r, 1) if kind.startswith("qilinmed") else M.rouge_n(h, r, 1))
 
 
-def _rows(path: Path) -> dict:
-    """Prediction rows by id (by position where a row has none)."""
+def _rows(eval_dir: Path, task: str, protocol: str | None) -> dict:
+    """The prediction lines of one protocol of a task, by item id (by position where a line has none)."""
+    path = eval_dir / "predictions" / f"{task}.jsonl"
     if not path.is_file():
         return {}
-    return {r.get("id", r.get("line", i)): r for i, r in iter_jsonl(path, "predictions file")}
+    return {r.get("id", r.get("line", i)): r for i, r in iter_jsonl(path, "predictions file")
+            if protocol is None or r.get("protocol", protocol) == protocol}
 
 
 def compare_steps(a, b, metric: str) -> Comparison | None:
@@ -176,10 +180,10 @@ def interval(eval_dir: Path, metric: str) -> tuple[float, float] | None:
     the plots' error bars where metrics.json has no interval (BLEU, ROUGE, perplexity)."""
     import numpy as np
 
-    if metric not in METRICS or METRICS[metric][1].startswith("correct"):
+    if metric not in METRICS or METRICS[metric][2] == "correct":
         return None
-    task, kind = METRICS[metric]
-    rows = list(_rows(eval_dir / "predictions" / f"{task}.jsonl").values())
+    task, protocol, kind = METRICS[metric]
+    rows = list(_rows(eval_dir, task, protocol).values())
     if not rows:
         return None
     stat, cols, _ = _statistic(kind, rows, [])
