@@ -39,10 +39,10 @@ class Recipe:
     seed: int = doc("Seed for data splits and every stage, unless a stage sets its own.", 42)
     data: dict = doc("Options of the data stage (qilin.data.prepare.Config).", {})
     base: dict = doc("Options of the base stage (qilin.train.base.Config): a user's model dir, or the tiny default.", {})
-    stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (a stage of qilin.stages.STAGES), an optional "
-                             "`name:` (default: the stage; names the folder and the summary row), an optional "
-                             "`from:` (`base` or an earlier stage's name: train from that model instead of the "
-                             "previous one, e.g. a second path compared with the first) and its options.", [])
+    stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (a stage of qilin.stages), "
+                             "an optional `name:` (default: the stage; names the folder and the summary row), "
+                             "an optional `from:` (`base` or an earlier stage's name: train from that model instead "
+                             "of the previous one, e.g. a second path compared with the first) and its options.", [])
     eval: dict = doc("Options of the evaluation after every stage (qilin.eval.tasks.EvalConfig, the same config as `qilin eval`).", {})
     rag: dict | None = doc("Options of the rag stage (qilin.rag.stage.Config): index the CPT corpus and evaluate "
                            "the final model with retrieval (Qilin-Med-RAG); `model:` may name a stage (default: "

@@ -60,7 +60,8 @@ def test_table_names_metric_variants_and_says_cmb_clin_official_score_was_not_co
         assert f"| {name} |" in header
     assert "| base | 25.00 [10–45] | – | 10.00 | – | 5.00 |" in "\n".join(lines)
     assert any("official CMB-Clin score" in x and "was not computed" in x for x in lines)
-    judged = write_run(tmp_path / "j", "r", CHAIN + [policy("base", "base", None, {**metrics, "cmb_clin.judge.overall": 7.0}, {})])
+    judged = write_run(tmp_path / "j", "r", CHAIN + [
+        policy("base", "base", None, {**metrics, "cmb_clin.judge.overall": 7.0}, {})])
     assert not any("official CMB-Clin" in x for x in SECTIONS["table"](collect(judged)).lines)
     published = "\n".join(SECTIONS["published"](collect(root)).lines)
     assert "| stage | CMExam acc (gen) | BLEU-1 (qilin-med) | ROUGE-1 (qilin-med) |" in published

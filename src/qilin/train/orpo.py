@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
-from qilin.model.load import load_model, lora_config
+from qilin.model.load import lora_config
 from qilin.runs import RunFolder
-from qilin.train.common import TrainSettings, save_trained, train, trl_args
+from qilin.train.common import TrainSettings, run_trainer_stage, trl_args
 from qilin.train.dpo import _pairs as chat_pairs
 
 
@@ -32,19 +32,10 @@ class Config:
 
 
 def run(cfg: Config) -> Path:
-    run = RunFolder(cfg.out)
-    if run.is_complete():
-        return run.path
-    run.write_config(cfg)
-    if not run.model_is_complete():
-        model, tokenizer = load_model(cfg.model)
-        trainer = _trainer(model, tokenizer, chat_pairs(cfg.data), cfg, run)
-        metrics = train(trainer, run)
-        metrics.update(_odds_metrics(trainer.state.log_history))
-        run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir)
-    return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
-                      extra={"model": str(run.model_dir)})
+    def make(model, tokenizer, run: RunFolder):
+        return _trainer(model, tokenizer, chat_pairs(cfg.data), cfg, run)
+
+    return run_trainer_stage(cfg, make, _odds_metrics)
 
 
 def _trainer(model, tokenizer, pairs, cfg: Config, run: RunFolder):
