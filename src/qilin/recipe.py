@@ -228,8 +228,9 @@ def _build_index_for(run: RunFolder, cfg: object, last_step: tuple[str, RunFolde
     """A stage that trains with retrieved passages from the rag stage's index needs it before the rag
     stage runs: build it now, where the rag stage will find it (and reuse it)."""
     name, rag_run, rag_cfg = last_step
-    if name == "rag" and not run.is_complete() and getattr(getattr(cfg, "rag", None), "index", None) == \
-            rag_run.path / "index":
+    if not record_of(cfg).retrieval_training or name != "rag" or run.is_complete():
+        return
+    if cfg.rag is not None and cfg.rag.index == rag_run.path / "index":
         from qilin.rag import stage
 
         stage.ensure_index(rag_cfg)

@@ -32,7 +32,7 @@ def test_dpo_small_preference_gain_is_not_shown_large_gain_holds(tmp_path):
         assert "McNemar exact p = " in claim
         ppl = next(x for x in lines if "ppl.medical" in x)
         assert ppl.startswith("- holds: ppl.medical lower after `cpt` than after `base`") and "95% interval" in ppl
-    assert "p = 0.5:" in [x for x in SECTIONS["expectations"](collect(tmp_path / "2")).lines
+    assert "p = 0.5;" in [x for x in SECTIONS["expectations"](collect(tmp_path / "2")).lines
                           if "preference" in x][0]
 
 

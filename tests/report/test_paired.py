@@ -17,7 +17,7 @@ def test_mcnemar_exact_small_difference_not_shown_large_shown():
     before = [True] * 38 + [False] * 42
     small = sign_test(before, [True] * 40 + [False] * 40)
     assert small.diff == pytest.approx(2.5) and not small.shown and small.sign == 0
-    assert "p = 0.5" in small.test and "2 items better, 0 worse of 80" in small.test
+    assert "p = 0.5" in small.test and "of 80 items 2 better, 0 worse" in small.test
     large = sign_test(before, [True] * 58 + [False] * 22)
     assert large.shown and large.sign == 1 and large.diff == pytest.approx(25.0)
 

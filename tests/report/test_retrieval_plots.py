@@ -37,7 +37,7 @@ def rag_run(root, with_rag_correct, twin_correct=None, trained_correct=None):
 def test_retrieval_helps_only_when_shown(tmp_path):
     small = SECTIONS["retrieval"](rag_run(tmp_path / "a", [True] * 12 + [False] * 28)).lines
     assert "- retrieval was not shown to help on `cmexam.accuracy`: 25.00 without, 30.00 with (McNemar exact " \
-           "p = 0.5: 2 items better, 0 worse of 40)" in small
+           "p = 0.5; of 40 items 2 better, 0 worse)" in small
     assert "Row `rag` is the final model (`sft`)" in "\n".join(small) and "| dialogue | 0.5 |" in small
     large = SECTIONS["retrieval"](rag_run(tmp_path / "b", [True] * 30 + [False] * 10)).lines
     assert any(x.startswith("- retrieval helps on `cmexam.accuracy`: 25.00 without, 75.00 with (McNemar") for x in large)

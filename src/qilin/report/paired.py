@@ -83,7 +83,7 @@ def sign_test(a: list[float], b: list[float], scale: float = 100) -> Comparison:
     p = binomial_p(up, up + down)
     diff = scale * (sum(b) - sum(a)) / len(a)
     return Comparison(diff, len(a), p < ALPHA,
-                      f"McNemar exact p = {p:.3g}: {up} items better, {down} worse of {len(a)}")
+                      f"McNemar exact p = {p:.3g}; of {len(a)} items {up} better, {down} worse")
 
 
 def binomial_p(k: int, n: int, p: float = 0.5) -> float:
