@@ -55,3 +55,20 @@ def test_a_small_perplexity_difference_is_not_called_a_win(tmp_path):
     report = huatuo_run(tmp_path / "b", noisy)
     assert "- one-stage vs two-stage on `ppl.medical`: difference not shown" in report
     assert "one-stage beats" not in report and "one-stage trails" not in report
+
+
+def test_the_issues_cmexam_example_is_not_a_win(tmp_path):
+    """"one-stage beats two-stage on CMExam (29.0 vs 23.0)" on 200 questions: 30 questions only the
+    one-stage model got right, 18 only the two-stage one: McNemar exact p = 0.11, so not shown."""
+    one = [True] * 28 + [True] * 30 + [False] * 18 + [False] * 124
+    two = [True] * 28 + [False] * 30 + [True] * 18 + [False] * 124
+    steps = [{"name": "data", "kind": "data"},
+             {"name": "base", "kind": "base", "metrics": {"cmexam.accuracy": 0.2}, "model_out": "01-base/model"},
+             {"name": "onestage", "kind": "onestage", "model_in": "01-base/model", "model_out": "02-onestage/model",
+              "metrics": {"cmexam.accuracy": 0.29}, "preds": {"cmexam": accuracy_rows(one)}},
+             {"name": "twostage", "kind": "sft", "model_in": "01-base/model", "model_out": "03-twostage/model",
+              "metrics": {"cmexam.accuracy": 0.23}, "preds": {"cmexam": accuracy_rows(two)}}]
+    write_run(tmp_path, "huatuogpt-ii", steps)
+    report = (write_report(tmp_path) / "report.md").read_text(encoding="utf-8")
+    assert ("- one-stage vs two-stage on `cmexam.accuracy`: difference not shown (29.00 vs 23.00, higher is better; "
+            "McNemar exact p = 0.111; of 200 items 30 better, 18 worse)") in report
