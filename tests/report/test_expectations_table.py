@@ -63,8 +63,11 @@ def test_table_names_metric_variants_and_says_cmb_clin_official_score_was_not_co
     judged = write_run(tmp_path / "j", "r", CHAIN + [
         policy("base", "base", None, {**metrics, "cmb_clin.judge.overall": 7.0}, {})])
     assert not any("official CMB-Clin" in x for x in SECTIONS["table"](collect(judged)).lines)
+    ours = write_run(tmp_path / "o", "r", CHAIN + [  # a judge of our own wording is not the official score
+        policy("base", "base", None, {**metrics, "cmb_clin.rubric.overall": 7.0}, {})])
+    assert any("was not computed" in x for x in SECTIONS["table"](collect(ours)).lines)
     published = "\n".join(SECTIONS["published"](collect(root)).lines)
-    assert "| stage | CMExam acc (gen) | BLEU-1 (qilin-med) | ROUGE-1 (qilin-med) |" in published
+    assert "| stage | CMExam acc (qilin-med) | BLEU-1 (qilin-med) | ROUGE-1 (qilin-med) |" in published
     assert "| sft | 40.0 | 12.69 | 24.21 |" in published
 
 

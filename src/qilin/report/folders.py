@@ -14,7 +14,7 @@ from qilin.stages import STAGES, Stage
 # names its metric variant: `(char)` = on characters, `(qilin-med)` = the Qilin-Med repository's variant,
 # the one its published numbers use (published numbers stand only beside their own variant).
 COLUMNS = {
-    "cmexam.accuracy": ("CMExam acc (gen)", 100, "higher"),
+    "cmexam.accuracy": ("CMExam acc (qilin-med)", 100, "higher"),
     "cmexam.accuracy_logits": ("CMExam acc (logits)", 100, "higher"),
     "dialogue.bleu1": ("BLEU-1 (char)", 1, "higher"),
     "dialogue.rouge1": ("ROUGE-1 (char)", 1, "higher"),

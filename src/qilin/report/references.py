@@ -39,7 +39,7 @@ def letter_lines(info: RunInfo) -> list[str]:
     out = ["", "### CMExam: reading the questions, or preferring a letter?", "",
            "Accuracy beside the expected accuracy of the same answers shuffled across questions. Where the two "
            "agree, the model's score comes from which letter it prefers, not from the questions.", "",
-           "| stage | acc (gen) | shuffled (gen) | acc (logits) | shuffled (logits) |", "|---|---|---|---|---|"]
+           "| stage | acc (qilin-med) | shuffled (qilin-med) | acc (logits) | shuffled (logits) |", "|---|---|---|---|---|"]
     for s in rows:
         m = s.eval["metrics"]
         out.append(f"| {s.name} | " + " | ".join(fmt(k, m.get(k)) + " | " + fmt(k, m.get(SHUFFLED[k]))

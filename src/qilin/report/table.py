@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from qilin.report.folders import COLUMNS, Fragment, RunInfo, evaluated, fmt, model_rows
 
+OFFICIAL_CMB_CLIN = "cmb_clin.judge."  # qilin.eval.tasks: protocol cmb-clin-judge, the official prompt only
+
 
 def table(info: RunInfo) -> Fragment:
     headers = ["stage"] + [COLUMNS[k][0] for k in COLUMNS]
     out = [f"# {info.recipe['name']}: stage-by-stage report", "",
            "Held-out evaluation after every stage. Accuracies in %, with 95% Wilson intervals in brackets; "
            "perplexities per token of the model's own tokenizer. `(char)` columns are computed on characters, "
-           "`(qilin-med)` columns with the Qilin-Med repository's metric variant (Protocols below).", "",
+           "`(qilin-med)` columns with the Qilin-Med repository's protocol or metric variant (Protocols below).", "",
            "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(r) + " |" for r in rows(info)]
     return Fragment(out + not_computed(info))
@@ -35,8 +37,9 @@ def rows(info: RunInfo) -> list[list[str]]:
 def not_computed(info: RunInfo) -> list[str]:
     """CMB-Clin's official score is an LLM judge's rating with the official rubric: where the answers were
     scored without a judge, only overlap metrics exist, and the report says so."""
-    keys = {k for s in evaluated(info) for k in s.eval["metrics"] if k.replace("_", "-").startswith("cmb-clin")}
-    if not keys or any("judge" in k for k in keys):
+    keys = {k for s in evaluated(info) for k in s.eval["metrics"] if k.startswith("cmb_clin.")}
+    if not keys or any(k.startswith(OFFICIAL_CMB_CLIN) for k in keys):
         return []
-    return ["", "CMB-Clin: the official CMB-Clin score (an LLM judge rating each answer with the official rubric) "
-                "was not computed: no judge ran, so only the overlap metrics listed under Protocols exist."]
+    return ["", "CMB-Clin: the official CMB-Clin score (an LLM judge rating each answer with the official prompt and "
+                "rubric) was not computed: no official judge ran, so only the metrics listed under Protocols exist "
+                "(overlap metrics, or a judge of our own wording, which is not the official score)."]
