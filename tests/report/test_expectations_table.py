@@ -77,3 +77,18 @@ def test_sections_are_those_the_steps_declare(tmp_path):
     names = declared(collect(root))
     assert "reward" in names and "rejection" not in names and "unify" not in names
     assert names.index("table") < names.index("expectations") < names.index("reward") < names.index("protocols")
+
+
+def test_a_run_folder_from_before_stage_kinds_still_reports(tmp_path):
+    """recipe.json written before it recorded stage kinds: a step named after a stage is that stage."""
+    from qilin.report import write_report
+    from qilin.runs import atomic_write_json
+
+    write_run(tmp_path, "old", CHAIN + [policy("base", "base", None, {"ppl.medical": 9.0}, {}),
+                                        policy("cpt", "cpt", "base/model", {"ppl.medical": 5.0}, {})])
+    recipe = {"name": "old", "seed": 1, "steps": [["data", "00-data"], ["base", "01-base"], ["cpt", "02-cpt"]]}
+    atomic_write_json(tmp_path / "recipe.json", recipe)
+    assert [s.kind for s in collect(tmp_path).steps] == ["data", "base", "cpt"]
+    report = (write_report(tmp_path) / "report.md").read_text(encoding="utf-8")
+    assert "| cpt | – | – | – | – | – | – | 5.00 |" in report
+    assert "- not shown: ppl.medical lower after `cpt` than after `base` (9.00 -> 5.00; no per-item" in report
