@@ -138,7 +138,7 @@ def test_damaged_lines_of_results_are_skipped_counted_and_redone(tmp_path, endpo
     out = unify.run(cfg(tmp_path, data, server.url, concurrency=1))
     assert len({n for _, n, _ in server.log}) == 4  # the 2 damaged and the 2 never done, no other
     assert (out / "unified.jsonl").read_text(encoding="utf-8").count("\n") == 6
-    assert read_json(out / "eval" / "metrics.json")["damaged_result_lines_redone"] == 2
+    assert read_json(out / unify.SUMMARY)["damaged_result_lines_redone"] == 2
     assert all(json.loads(x) for x in results.read_text(encoding="utf-8").splitlines())
 
 

@@ -89,6 +89,9 @@ class Config:
     seed: int = doc("seed of the generator's sampling", 42)
 
 
+SUMMARY = "unify.json"  # the counts and the generator's label, read by the report's unification section
+
+
 def run(cfg: Config) -> Path:
     run = RunFolder(cfg.out)
     if run.is_complete():
@@ -111,8 +114,8 @@ def run(cfg: Config) -> Path:
     atomic_write_jsonl(run.path / "unified.jsonl", [
         {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
          "source": r["source"]} for r in kept])
-    atomic_write_json(run.path / "eval" / "metrics.json", {**_summary(cfg, segments, done),
-                                                          "damaged_result_lines_redone": damaged["lines"]})
+    atomic_write_json(run.path / SUMMARY, {**_summary(cfg, segments, done),
+                                          "damaged_result_lines_redone": damaged["lines"]})
     return run.finish(inputs={"data": cfg.data}, seed=cfg.seed, extra={"generator": generator_label(cfg)})
 
 
@@ -335,7 +338,7 @@ def _answer_problem(answer: str, cfg: Config) -> str | None:
 
 
 def _summary(cfg: Config, segments: list[dict], done: dict[str, dict]) -> dict:
-    """eval/metrics.json of this stage (the runner then skips its model evaluation: it trains no model)."""
+    """unify.json: the stage's counts, in its own file (eval/ is for benchmark evaluations of models)."""
     records = [done[s["id"]] for s in segments]
     kept = sum(r["status"] == "kept" for r in records)
     why = Counter(r["why"].split(" (")[0] for r in records if r["status"] != "kept")
