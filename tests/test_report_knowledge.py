@@ -2,7 +2,7 @@
 
 import json
 
-from qilin.report_probes import knowledge_section
+from qilin.report.probes import knowledge, knowledge_section
 
 
 def _stage(root, folder, seen, unseen, para=None):
@@ -35,6 +35,10 @@ def test_injection_and_retention(tmp_path):
     assert "`sft`: probe.seen 0.550" in md and "kept" in md.split("`sft`")[1].split("\n")[0]
     assert "forgotten" in md.split("`dpo`")[1] and "of CPT's gain over the unseen control remains" in md
     assert plots == [run / "plots" / "knowledge_probes.png"] and plots[0].stat().st_size > 1000
+    from types import SimpleNamespace
+
+    frag = knowledge(SimpleNamespace(run_dir=run))
+    assert "## Knowledge injected" in frag.lines and frag.plots == {"knowledge probes": plots[0]}
 
 
 def test_no_injection_when_intervals_overlap_or_control_moves_too(tmp_path):

@@ -1,7 +1,9 @@
 """Report section "Knowledge injected": the knowledge probes (qilin.eval.probe) stage by stage.
 
 `knowledge_section(run_dir) -> (markdown, [plot paths])` reads the run folder only (recipe.json and each
-stage's eval/metrics.json), so the report can place it wherever it likes. It plots the three probe sets
+stage's eval/metrics.json), so the report can place it wherever it likes; `knowledge(info) -> Fragment`
+is the same as a section of this package (not yet listed in report.SECTIONS: add
+`"knowledge": knowledge` there and "knowledge" to CORE, since it is empty when no stage ran the probes). It plots the three probe sets
 per stage with their 95% intervals and says in words:
 
 - whether CPT injected facts: `probe.seen` after CPT above its value before CPT by more than both 95%
@@ -104,9 +106,15 @@ def knowledge_section(run_dir: str | Path) -> tuple[str, list[Path]]:
             out += ["", "Did the later stages keep them?", ""]
             out += [f"- {retention_verdict(before, cpt, r)}" for r in later]
     out += ["", f"Protocol: {rows[0]['protocol']}"]
-    plot = _plot(run_dir, rows)
-    out += ["", f"![knowledge probes](plots/{plot.name})"]
-    return "\n".join(out) + "\n", [plot]
+    return "\n".join(out) + "\n", [_plot(run_dir, rows)]
+
+
+def knowledge(info) -> "Fragment":
+    """The section as a report Fragment (the plot joins the report's plots)."""
+    from qilin.report.folders import Fragment
+
+    md, plots = knowledge_section(info.run_dir)
+    return Fragment(["", *md.rstrip("\n").split("\n")] if md else [], {"knowledge probes": p for p in plots})
 
 
 def _plot(run_dir: Path, rows: list[dict]) -> Path:
