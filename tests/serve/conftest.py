@@ -28,7 +28,7 @@ def _start(request, **settings):
     app = build_app(ServeConfig(**settings))
     server = ServerThread(app).__enter__()
     server.service = app.state.service
-    request.addfinalizer(lambda: (server.__exit__(None, None, None), server.service.engine.close()))
+    request.addfinalizer(lambda: server.__exit__(None, None, None))  # closes the engine too
     return server
 
 
@@ -41,7 +41,9 @@ def server(request, micro_model_dir):
 
 @pytest.fixture(scope="session")
 def rag_server(request, micro_model_dir, serve_index):
-    return _start(request, model=micro_model_dir, name="micro-rag", max_tokens=48, temperature=0.0,
+    """With retrieval and a key; sampling at temperature 1: the untrained micro model's greedy answer is
+    all newlines, which a page shows as nothing."""
+    return _start(request, model=micro_model_dir, name="micro-rag", max_tokens=48, temperature=1.0,
                   rag=serve_index, rag_k=2, api_key=KEY)
 
 

@@ -15,6 +15,7 @@ The passages used come back in a `passages` field of the response (first chunk w
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -186,8 +187,13 @@ def make_app(service: Service) -> Starlette:
 
     routes = [Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models),
               Route("/health", health), Route("/", page)]
-    app = Starlette(routes=routes, exception_handlers={APIError: _api_error, HTTPException: _http_error,
-                                                       Exception: _server_error})
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.engine.close()  # the engine's generation thread would keep the process alive
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error})
     app.add_middleware(_auth_middleware(cfg.api_key))
     if cfg.cors:
         from starlette.middleware.cors import CORSMiddleware

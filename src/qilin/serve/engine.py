@@ -98,7 +98,8 @@ class TransformersEngine:
                 self.manager.cancel_request(rid)
 
     def close(self) -> None:
-        self.manager.stop(block=True, timeout=10)
+        if self.manager.is_running():
+            self.manager.stop(block=True, timeout=10)
 
 
 class VllmEngine:
