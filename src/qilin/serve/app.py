@@ -244,17 +244,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _auth_middleware(key: str | None):
     """Checks `Authorization: Bearer KEY` on /v1/* when a key is set (the page and /health stay open:
-    the page asks for the key and sends it with its own requests)."""
-    from starlette.middleware.base import BaseHTTPMiddleware
+    the page asks for the key and sends it with its own requests). A plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware would pass every streamed chunk through an extra task and memory stream."""
 
-    class Auth(BaseHTTPMiddleware):
-        async def dispatch(self, request, call_next):
-            if key and request.url.path.startswith("/v1/"):
-                given = request.headers.get("authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-                    return _api_error(request, APIError(401, "invalid or missing API key (Authorization: Bearer KEY)",
-                                                        code="invalid_api_key"))
-            return await call_next(request)
+    class Auth:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if key and scope["type"] == "http" and scope["path"].startswith("/v1/"):
+                given = dict(scope["headers"]).get(b"authorization", b"")
+                if not hmac.compare_digest(given, f"Bearer {key}".encode()):
+                    error = APIError(401, "invalid or missing API key (Authorization: Bearer KEY)",
+                                     code="invalid_api_key")
+                    return await _api_error(None, error)(scope, receive, send)
+            return await self.app(scope, receive, send)
 
     return Auth
 
