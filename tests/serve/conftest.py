@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from micro_data import micro_lines, write_jsonl
 
 KEY = "test-key"
@@ -27,7 +26,7 @@ def _start(request, **settings):
 
     app = build_app(ServeConfig(**settings))
     server = ServerThread(app).__enter__()
-    server.service = app.state.service
+    server.service, server.key = app.state.service, settings.get("api_key")
     request.addfinalizer(lambda: server.__exit__(None, None, None))  # closes the engine too
     return server
 

@@ -11,8 +11,6 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import KEY
-
 ASK = [{"role": "user", "content": "感冒有什么症状？"}]
 
 
@@ -64,7 +62,7 @@ def test_concurrent_requests_overlap_and_all_succeed(client, server):
 
 
 def test_rag_returns_passages_with_sources(rag_server):
-    c = openai.OpenAI(base_url=rag_server.url + "/v1", api_key=KEY, max_retries=0)
+    c = openai.OpenAI(base_url=rag_server.url + "/v1", api_key=rag_server.key, max_retries=0)
     r = c.chat.completions.create(model="micro-rag", messages=[{"role": "user", "content": "糖尿病的常见症状是什么？"}],
                                   max_tokens=8)
     passages = r.model_extra["passages"]

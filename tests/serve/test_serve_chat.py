@@ -7,8 +7,6 @@ import io
 import json
 from types import SimpleNamespace
 
-from conftest import KEY
-
 from qilin.cli import main
 from qilin.serve.chat import chat_loop, connect
 
@@ -52,7 +50,7 @@ def test_history_system_and_reset(server):
 
 
 def test_passages_are_listed_under_the_answer(rag_server):
-    _, out = _chat(rag_server.url, KEY, ["糖尿病的常见症状是什么？"])
+    _, out = _chat(rag_server.url, rag_server.key, ["糖尿病的常见症状是什么？"])
     assert "参考资料" in out and "[1] 内科学教材 #" in out and "[2] 内科学教材 #" in out
 
 
@@ -69,3 +67,15 @@ def test_command_errors_are_one_line(tmp_path, capsys, server):
     assert main(["chat", "--url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("qilin: error:") == 5
+
+
+def test_chat_with_a_model_folder_starts_its_own_server(micro_model_dir, serve_index, monkeypatch, capsys):
+    monkeypatch.setattr("builtins.input", _lines(["糖尿病的常见症状是什么？", "/quit"]))
+    assert main(["chat", "--model", str(micro_model_dir), "--rag", str(serve_index), "--max-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "模型> " in out and "[1] 内科学教材 #" in out
+
+
+def _lines(lines):
+    feed = iter(lines)
+    return lambda prompt: next(feed)

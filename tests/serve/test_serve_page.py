@@ -11,8 +11,6 @@ import shutil
 
 import pytest
 
-from conftest import KEY
-
 QUESTION = "糖尿病的常见症状是什么？"
 
 
@@ -46,7 +44,7 @@ def test_page_streams_an_answer_with_its_passages(browser, rag_server, tmp_path)
     wait = WebDriverWait(browser, 60)
     # The server wants a key: the page says so and opens its settings, where the key goes.
     wait.until(lambda d: d.find_element(By.ID, "settings").get_attribute("open") is not None)
-    browser.find_element(By.ID, "key").send_keys(KEY)
+    browser.find_element(By.ID, "key").send_keys(rag_server.key)
     # Record the answer's length at every change of the page: a streamed answer grows in several steps.
     browser.execute_script("""
         window.lengths = [];

@@ -12,7 +12,8 @@ removes it), /quit (or end of input).
 from __future__ import annotations
 
 import sys
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from qilin.errors import QilinError
 
@@ -38,11 +39,11 @@ def connect(url: str, api_key: str | None):
     return client, models[0].id
 
 
-def chat_loop(client, model: str, args, read: Callable[[str], str] = input, out: TextIO | None = None) -> int:
-    """Read questions until /quit or end of input; stream each answer to `out`."""
+def chat_loop(client, model: str, args, read: Callable[[str], str] | None = None, out: TextIO | None = None) -> int:
+    """Read questions (`read`, default: input()) until /quit or end of input; stream each answer to `out`."""
     import openai
 
-    out = out or sys.stdout
+    out, read = out or sys.stdout, read or input
     system, history = args.system, []
     print(f"qilin chat: {model}. {NOTE}\n{HELP}", file=out)
     while True:

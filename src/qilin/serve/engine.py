@@ -138,7 +138,7 @@ class VllmEngine:
         params = SamplingParams(max_tokens=max_new_tokens, stop_token_ids=self.stop_ids,
                                 temperature=self.default_temperature if temperature is None else temperature,
                                 top_p=self.default_top_p if top_p is None else top_p,
-                                skip_special_tokens=False, include_stop_str_in_output=True)
+                                detokenize=False)  # the server decodes the token ids itself (Detokenizer)
         rid = "req-" + uuid.uuid4().hex
         finished = False
         try:
