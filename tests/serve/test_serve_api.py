@@ -172,3 +172,29 @@ def _http(url, data=None, headers=None):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def test_stop_strings_end_the_answer_streamed_or_not(client):
+    full = client.chat.completions.create(model="micro", messages=ASK, max_tokens=12, temperature=0)
+    text = full.choices[0].message.content
+    stop = text[len(text) // 2]
+    r = client.chat.completions.create(model="micro", messages=ASK, max_tokens=12, temperature=0, stop=[stop])
+    assert r.choices[0].message.content == text[:text.index(stop)] and r.choices[0].finish_reason == "stop"
+    chunks = list(client.chat.completions.create(model="micro", messages=ASK, max_tokens=12, temperature=0,
+                                                 stop=stop, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == text[:text.index(stop)]
+
+
+def test_streamed_text_never_splits_a_character(micro_tokenizer):
+    """Byte-level tokens can end inside a 3-byte Chinese character: no delta may carry half of one."""
+    from qilin.serve.app import Detokenizer
+
+    text = "糖尿病患者应当控制饮食，规律运动。"
+    ids = micro_tokenizer(text, add_special_tokens=False)["input_ids"]
+    detok, deltas = Detokenizer(micro_tokenizer, [], []), []
+    for n in range(1, len(ids) + 1):
+        deltas.append(detok.feed(ids[:n])[0])
+    deltas.append(detok.rest())
+    assert "".join(deltas) == text and not any("\ufffd" in d for d in deltas)
+    # the case arises: some token prefix of this text ends inside a character
+    assert any(micro_tokenizer.decode(ids[:n]).endswith("\ufffd") for n in range(1, len(ids)))
