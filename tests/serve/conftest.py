@@ -21,8 +21,7 @@ def serve_index(micro_dir) -> Path:
 
 
 def _start(request, **settings):
-    from qilin.serve.app import ServeConfig
-    from qilin.serve.cli import ServerThread, build_app
+    from qilin.serve.cli import ServeConfig, ServerThread, build_app
 
     app = build_app(ServeConfig(**settings))
     server = ServerThread(app).__enter__()

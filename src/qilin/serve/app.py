@@ -19,7 +19,6 @@ import contextlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -29,39 +28,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from qilin.config import doc
 from qilin.serve import protocol
 from qilin.serve.protocol import APIError
 
 log = logging.getLogger(__name__)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class ServeConfig:
-    model: Path | None = doc("local Hugging Face model folder (a LoRA stage: its merged model/ folder)", None)
-    rag: Path | None = doc("`qilin rag index` folder: answer with retrieved passages, as `qilin eval --rag`", None)
-    rag_k: int = doc("passages retrieved per question with rag (Qilin-Med: 3)", 3)
-    host: str = doc("address to bind; anything but loopback should come with an api_key", "127.0.0.1")
-    port: int = doc("TCP port", 8000)
-    api_key: str | None = doc("clients must send `Authorization: Bearer KEY` to /v1/* (401 otherwise)", None)
-    system: str | None = doc("system prompt put before conversations that bring none", None)
-    name: str | None = doc("model name served (default: the model folder's name, its parent's for .../model)", None)
-    max_tokens: int = doc("cap on max_tokens per request, and the default when a request gives none", 512)
-    max_body_bytes: int = doc("largest request body accepted (413 above)", 1_000_000)
-    temperature: float = doc("default sampling temperature (0: greedy); requests may set their own", 0.7)
-    top_p: float = doc("default nucleus sampling threshold; requests may set their own", 0.9)
-    cors: list[str] = doc("origins allowed by CORS, repeatable (none by default: the page is served from the "
-                          "same origin)", [])
-    backend: str = doc("auto (vLLM when installed and a GPU is present, else transformers), transformers, vllm",
-                       "auto")
-    kv_cache_tokens: int = doc("tokens of KV cache for the transformers engine on CPU (shared by all requests)", 16384)
 
 
 class Service:
-    """What the routes share: the engine, the tokenizer, the index and the settings."""
+    """What the routes share: the engine, the tokenizer, the index and the settings (cli.ServeConfig)."""
 
-    def __init__(self, cfg: ServeConfig, engine, tokenizer, context: int, index=None):
+    def __init__(self, cfg, engine, tokenizer, context: int, index=None):
         self.cfg, self.engine, self.tokenizer, self.context, self.index = cfg, engine, tokenizer, context, index
         self.name = cfg.name or model_name(cfg.model)
 

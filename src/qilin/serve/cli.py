@@ -1,8 +1,8 @@
 """`qilin serve` and `qilin chat`, wired into qilin's CLI by `add_parser(subparsers)`.
 
-The flags of `qilin serve` are the fields of `app.ServeConfig` (`rag_k` -> `--rag-k`), with their
+The flags of `qilin serve` are the fields of `ServeConfig` (`rag_k` -> `--rag-k`), with their
 documentation as help, so the two cannot drift apart; `config.build` converts and checks the values.
-torch, transformers and uvicorn are imported only when a command runs.
+torch, transformers, starlette and uvicorn are imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -12,16 +12,38 @@ import dataclasses
 import logging
 import threading
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
+from qilin.config import doc
 from qilin.errors import QilinError
 
 log = logging.getLogger(__name__)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeConfig:
+    model: Path | None = doc("local Hugging Face model folder (a LoRA stage: its merged model/ folder)", None)
+    rag: Path | None = doc("`qilin rag index` folder: answer with retrieved passages, as `qilin eval --rag`", None)
+    rag_k: int = doc("passages retrieved per question with rag (Qilin-Med: 3)", 3)
+    host: str = doc("address to bind; anything but loopback should come with an api_key", "127.0.0.1")
+    port: int = doc("TCP port", 8000)
+    api_key: str | None = doc("clients must send `Authorization: Bearer KEY` to /v1/* (401 otherwise)", None)
+    system: str | None = doc("system prompt put before conversations that bring none", None)
+    name: str | None = doc("model name served (default: the model folder's name, its parent's for .../model)", None)
+    max_tokens: int = doc("cap on max_tokens per request, and the default when a request gives none", 512)
+    max_body_bytes: int = doc("largest request body accepted (413 above)", 1_000_000)
+    temperature: float = doc("default sampling temperature (0: greedy); requests may set their own", 0.7)
+    top_p: float = doc("default nucleus sampling threshold; requests may set their own", 0.9)
+    cors: list[str] = doc("origins allowed by CORS, repeatable (none by default: the page is served from the "
+                          "same origin)", [])
+    backend: str = doc("auto (vLLM when installed and a GPU is present, else transformers), transformers, vllm",
+                       "auto")
+    kv_cache_tokens: int = doc("tokens of KV cache for the transformers engine on CPU (shared by all requests)", 16384)
 
 
 def add_parser(sub) -> None:
-    from qilin.serve.app import ServeConfig
-
     s = sub.add_parser("serve", help="OpenAI-compatible API and chat page over a trained model (optional retrieval)",
                        description="qilin serve --model DIR [--rag INDEX] [--rag-k K] [--host 127.0.0.1] "
                                    "[--port 8000] [--api-key KEY]\nThe chat page is at http://HOST:PORT/ .",
@@ -56,7 +78,6 @@ def _config_flags(parser: argparse.ArgumentParser, cls) -> None:
 
 def _cmd_serve(args) -> int:
     from qilin.config import build
-    from qilin.serve.app import ServeConfig
 
     cfg = build(ServeConfig, {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)
                               if hasattr(args, f.name)}, "qilin serve")
@@ -65,7 +86,7 @@ def _cmd_serve(args) -> int:
     import uvicorn
 
     app = build_app(cfg)
-    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+    if cfg.host not in LOOPBACK and not cfg.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this address can use the model",
                     cfg.host)
     print(f"qilin serve: {cfg.model} as '{app.state.service.name}'"
@@ -135,8 +156,6 @@ def _cmd_chat(args) -> int:
     if args.url:
         client, model = connect(args.url, args.api_key)
         return chat_loop(client, model, args)
-    from qilin.serve.app import ServeConfig
-
     cfg = ServeConfig(model=Path(args.model), rag=Path(args.rag) if args.rag else None, rag_k=args.rag_k,
                       max_tokens=max(args.max_tokens, 1))
     with ServerThread(build_app(cfg)) as server:
