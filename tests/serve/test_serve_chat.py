@@ -63,10 +63,11 @@ def test_command_errors_are_one_line(tmp_path, capsys, server):
     assert main(["serve", "--model", str(tmp_path / "none")]) == 2
     assert main(["serve"]) == 2
     assert main(["serve", "--model", str(tmp_path), "--port", "eighty"]) == 2
+    assert main(["serve", "--model", str(tmp_path), "--port", server.url.rsplit(":", 1)[1]]) == 2  # in use
     assert main(["chat"]) == 2
     assert main(["chat", "--url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("qilin: error:") == 5
+    assert "Traceback" not in err and err.count("qilin: error:") == 6 and "choose another --port" in err
 
 
 def test_chat_with_a_model_folder_starts_its_own_server(micro_model_dir, serve_index, monkeypatch, capsys):

@@ -85,6 +85,7 @@ def _cmd_serve(args) -> int:
         raise QilinError("qilin serve: --model DIR is required")
     import uvicorn
 
+    _check_port(cfg.host, cfg.port)  # before loading the model: a port in use is a one-line error, at once
     app = build_app(cfg)
     if cfg.host not in LOOPBACK and not cfg.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this address can use the model",
@@ -94,6 +95,16 @@ def _cmd_serve(args) -> int:
           + f"; chat page at http://{cfg.host}:{cfg.port}/ , API at http://{cfg.host}:{cfg.port}/v1", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=5)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise QilinError(f"qilin serve: cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
 
 
 def build_app(cfg):
