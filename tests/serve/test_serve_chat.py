@@ -59,15 +59,16 @@ def test_a_server_error_is_shown_and_the_chat_goes_on(server):
     assert "context is 256 tokens" in out and out.index("context is") < out.index("模型> ")  # then answered
 
 
-def test_command_errors_are_one_line(tmp_path, capsys, server):
+def test_command_errors_are_one_line(tmp_path, capsys, server, micro_model_dir):
     assert main(["serve", "--model", str(tmp_path / "none")]) == 2
     assert main(["serve"]) == 2
     assert main(["serve", "--model", str(tmp_path), "--port", "eighty"]) == 2
     assert main(["serve", "--model", str(tmp_path), "--port", server.url.rsplit(":", 1)[1]]) == 2  # in use
+    assert main(["serve", "--model", str(micro_model_dir), "--backend", "vllm", "--port", "0"]) == 2  # not installed
     assert main(["chat"]) == 2
     assert main(["chat", "--url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("qilin: error:") == 6 and "choose another --port" in err
+    assert "Traceback" not in err and err.count("qilin: error:") == 7 and "choose another --port" in err and "vllm" in err
 
 
 def test_chat_with_a_model_folder_starts_its_own_server(micro_model_dir, serve_index, monkeypatch, capsys):
