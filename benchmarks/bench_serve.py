@@ -1,7 +1,8 @@
 """Serving under load: `qilin serve` on the embedded default, driven by concurrent streaming clients.
 
 The server runs as its own process (`qilin serve`, as a user starts it); the clients are the official
-`openai` async client, streaming, `max_tokens` 64, temperature 0 (greedy), questions from a fixed list.
+`openai` async client, streaming, `max_tokens` 64, questions from a fixed list, temperature 0 (greedy) on an
+untrained model and 1 on a trained one (see --temperature).
 Two measurements:
 
 1. load: 64 requests from 16 concurrent clients -> requests/s, tokens/s (completion tokens the server
@@ -34,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TEMPERATURE = 0.0  # set in main()
 DEMO_MODEL = ROOT / "runs" / "qilin-med" / "04-dpo" / "model"
 QUESTIONS = ["高血压患者平时应注意什么？", "感冒发烧应该怎么办？", "糖尿病有哪些常见症状？", "胃炎患者饮食上要注意什么？",
              "失眠有什么办法改善？", "哮喘发作时怎么处理？", "贫血的原因有哪些？", "痛风患者能喝啤酒吗？",
@@ -47,17 +49,22 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="default: 0 (greedy) for an untrained model; 1 for a trained one, whose greedy answers to "
+                        "these questions are a few tokens long (the ratio would then measure prompts, not generation)")
     p.add_argument("--scaling-requests", type=int, default=8, help="requests per client in the 1-vs-8 comparison")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model, what = pick_model(args.model, Path(tmp))
+        global TEMPERATURE
+        TEMPERATURE = args.temperature if args.temperature is not None else (0.0 if "randomly" in what else 1.0)
         port = free_port()
         server = start_server(model, port, args.max_tokens)
         try:
             url = f"http://127.0.0.1:{port}"
             print(f"model: {what}; server: qilin serve (transformers continuous batching, "
                   f"{server_env()['OMP_NUM_THREADS']} torch threads), streaming, max_tokens "
-                  f"{args.max_tokens}, temperature 0")
+                  f"{args.max_tokens}, temperature {TEMPERATURE:g}")
             asyncio.run(run_load(url, 2, 1, args.max_tokens))  # warm-up
             stats = asyncio.run(run_load(url, args.requests, args.clients, args.max_tokens))
             report(f"load: {args.requests} requests, {args.clients} concurrent clients", stats)
@@ -151,7 +158,7 @@ async def one_request(client, question: str, max_tokens: int) -> tuple[float, fl
     start = time.perf_counter()
     first, tokens = None, 0
     stream = await client.chat.completions.create(model="bench", messages=[{"role": "user", "content": question}],
-                                                  max_tokens=max_tokens, temperature=0, stream=True,
+                                                  max_tokens=max_tokens, temperature=TEMPERATURE, stream=True,
                                                   stream_options={"include_usage": True})
     async for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:

@@ -88,6 +88,8 @@ class TransformersEngine:
         try:
             while not finished:
                 out = await queue.get()
+                while not queue.empty() and not out.is_finished():  # outputs are cumulative: when the
+                    out = queue.get_nowait()  # client side lags behind the batch, the latest one says all
                 if out.error:
                     raise RuntimeError(f"generation failed: {out.error}")
                 finished = out.is_finished()
