@@ -228,7 +228,8 @@ def check_tasks(tasks: list[str], cfg: EvalConfig) -> None:
     if unknown:
         raise QilinError(f"unknown task {', '.join(unknown)}; known: {', '.join(TASKS)}")
     if cfg.shots and not any(TASKS[t].shots_allowed for t in tasks):
-        raise QilinError(f"shots {cfg.shots}: only cmmlu-medical takes shots (the others are zero-shot)")
+        raise QilinError(f"shots {cfg.shots}: only " + ", ".join(t for t in TASKS if TASKS[t].shots_allowed)
+                         + " take shots (the others are zero-shot)")
     for name in ("batch_size", "ppl_max_length", "rag_k"):
         if getattr(cfg, name) < 1:
             raise QilinError(f"eval {name} {getattr(cfg, name)}: must be positive")
