@@ -24,11 +24,8 @@ small tokenizer is still scored; where it is one token this is the next-token lo
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
-from qilin.errors import InputError, QilinError
 from qilin.eval import metrics as M
 from qilin.eval.choice import accuracy
 

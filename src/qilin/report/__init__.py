@@ -20,6 +20,7 @@ from qilin.report.folders import Fragment, RunInfo, collect
 from qilin.report.html import page
 from qilin.report.onestage import onestage
 from qilin.report.plots import plots
+from qilin.report.probes import knowledge
 from qilin.report.protocols import protocols, published
 from qilin.report.rejection import rejection
 from qilin.report.references import references
@@ -31,11 +32,11 @@ from qilin.report.unify import unify
 from qilin.runs import atomic_write_text
 
 SECTIONS: dict[str, Callable[[RunInfo], Fragment]] = {
-    "table": table, "expectations": expectations, "retrieval": retrieval, "rag_training": rag_training,
+    "table": table, "expectations": expectations, "knowledge": knowledge, "retrieval": retrieval, "rag_training": rag_training,
     "unify": unify, "onestage": onestage, "reward": reward, "rejection": rejection, "references": references,
     "protocols": protocols, "published": published, "training": training, "data": data,
 }
-CORE = ("table", "expectations", "references", "protocols", "published", "training", "data")
+CORE = ("table", "expectations", "knowledge", "references", "protocols", "published", "training", "data")
 
 
 def write_report(run_dir: Path) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qilin.report.folders import Fragment, RunInfo
 from qilin.runs import read_json
 
 SETS = ("seen", "paraphrase", "unseen")
@@ -109,10 +110,8 @@ def knowledge_section(run_dir: str | Path) -> tuple[str, list[Path]]:
     return "\n".join(out) + "\n", [_plot(run_dir, rows)]
 
 
-def knowledge(info) -> "Fragment":
+def knowledge(info: RunInfo) -> Fragment:
     """The section as a report Fragment (the plot joins the report's plots)."""
-    from qilin.report.folders import Fragment
-
     md, plots = knowledge_section(info.run_dir)
     return Fragment(["", *md.rstrip("\n").split("\n")] if md else [], {"knowledge probes": p for p in plots})
 
