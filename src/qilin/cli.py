@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a whole recipe (stages + evaluation after each + report)")
     r.add_argument("recipe", help="recipe YAML, e.g. recipes/qilin-med.yaml")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages=[] or out=runs/x")
+    r.add_argument("--force", action="store_true", help="run even where `qilin plan` says a stage cannot fit")
     r.set_defaults(func=_cmd_run)
+    importlib.import_module("qilin.plan.cli").add_parser(sub)  # `qilin plan`
 
     data = sub.add_parser("data", help="prepare stage datasets, check data files")
     data_sub = data.add_subparsers(title="data commands", metavar="COMMAND")
@@ -120,7 +122,7 @@ def _cmd_stage(args) -> int:
 def _cmd_run(args) -> int:
     from qilin.recipe import load_recipe, run_recipe
 
-    out = run_recipe(load_recipe(args.recipe, args.overrides))
+    out = run_recipe(load_recipe(args.recipe, args.overrides), force=args.force)
     print(out)
     return 0
 

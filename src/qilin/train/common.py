@@ -33,6 +33,9 @@ class TrainSettings:
     logging_steps: int = doc("steps between two history.json entries", 10)
     save_steps: int = doc("steps between two resumable checkpoints", 200)
     seed: int = doc("seed for weight init, data order and dropout: same seed, same model", 42)
+    gradient_checkpointing: bool = doc("recompute each layer's activations in the backward pass instead of "
+                                       "keeping them: far less memory for a third more compute (`qilin plan`)",
+                                       False)
     lora: LoraSettings = doc("LoRA instead of full fine-tuning", lambda: LoraSettings())
 
 
@@ -65,7 +68,7 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
         seed=settings.seed,
         data_seed=settings.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        activation_checkpointing=False,  # transformers 5 name of gradient_checkpointing
+        activation_checkpointing=settings.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         use_cpu=not cuda,
         report_to="none",
         include_num_input_tokens_seen="non_padding",  # padding is not training signal: tokens/s counts text
