@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.trust_remote_code:  # read where models are loaded (qilin.model.load), in every stage
+        os.environ["QILIN_TRUST_REMOTE_CODE"] = "1"
     try:
         return args.func(args) or 0
     except QilinError as e:
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qilin", description="Build medical LLMs by multi-stage knowledge injection.")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow models whose code is not in transformers "
+                   "(it runs Python from the model folder: read it first)")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a whole recipe (stages + evaluation after each + report)")

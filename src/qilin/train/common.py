@@ -122,8 +122,9 @@ def train(trainer, run: RunFolder) -> dict:
     }
 
 
-def save_trained(trainer, tokenizer, out_dir: Path) -> Path:
-    """Save the trained model, a LoRA adapter merged, as an ordinary Hugging Face folder (load.save_model).
+def save_trained(trainer, tokenizer, out_dir: Path, lora: LoraSettings | None = None) -> Path:
+    """Save the trained model, a LoRA adapter merged, as an ordinary Hugging Face folder (load.save_model);
+    with `lora.save: adapter`, the adapter alone on top of the input model.
 
     In one plain process it is saved straight from memory. Under a multi-process launch, or DeepSpeed
     or FSDP even in one process, the weights in memory may be shards (ZeRO-3), so every process takes
@@ -134,22 +135,23 @@ def save_trained(trainer, tokenizer, out_dir: Path) -> Path:
     from qilin import dist
     from qilin.model.load import save_model
 
+    adapter_only = lora is not None and lora.enabled and lora.save == "adapter"
     sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
     if dist.world_size() == 1 and not sharded:
-        return save_model(trainer.model, tokenizer, out_dir)
+        return save_model(trainer.model, tokenizer, out_dir, adapter_only=adapter_only)
     staged = out_dir.with_name(f".{out_dir.name}.trainer")
     trainer.save_model(str(staged))
 
     def merge_and_save() -> None:
-        save_model(_reload(trainer, staged), tokenizer, out_dir)
+        save_model(_reload(trainer, staged, adapter_only), tokenizer, out_dir, adapter_only=adapter_only)
         shutil.rmtree(staged, ignore_errors=True)
 
     dist.on_main(merge_and_save)
     return out_dir
 
 
-def _reload(trainer, staged: Path):
-    """The model the Trainer saved to `staged`, LoRA merged, in the main process's memory."""
+def _reload(trainer, staged: Path, adapter_only: bool = False):
+    """The model the Trainer saved to `staged`, LoRA merged (or not: `adapter_only`), in the main process's memory."""
     from peft import PeftModel
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -157,7 +159,8 @@ def _reload(trainer, staged: Path):
         return type(model).from_pretrained(staged)
     inner = model.get_base_model()  # its config keeps what the stage set (e.g. a reward head's num_labels)
     base = type(inner).from_pretrained(model.peft_config["default"].base_model_name_or_path, config=inner.config)
-    return PeftModel.from_pretrained(base, staged).merge_and_unload()
+    adapted = PeftModel.from_pretrained(base, staged)
+    return adapted if adapter_only else adapted.merge_and_unload()
 
 
 def use_model_loss_on_cpu(trainer) -> None:
