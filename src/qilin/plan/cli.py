@@ -40,16 +40,18 @@ def _cmd_plan(args) -> int:
 
 
 def _device(args) -> Device:
-    if args.gpus < 0 or (args.utilisation is not None and not 0 < args.utilisation <= 1):
+    if args.gpus < 0 or not 0 < args.utilisation <= 1:
         raise QilinError("plan: --gpus must be >= 0 and --utilisation in (0, 1]")
+    if args.gpu_mem is not None and args.gpu_mem <= 1:
+        raise QilinError("plan: --gpu-mem is the memory of one device in GB: more than 1")
     if args.gpus == 0:
         if args.sharding not in (None, "none"):
             raise QilinError("plan: --sharding needs GPUs")
         from qilin.plan.stages import detect_device
 
         return detect_device() if args.gpu_mem is None else Device(mem_gb=args.gpu_mem, cpu=True, peak_tflops=0.1)
-    if args.gpu_mem is None or args.gpu_mem <= 1:
-        raise QilinError("plan: --gpu-mem GB (memory per GPU, more than 1 GB) is required with --gpus")
+    if args.gpu_mem is None:
+        raise QilinError("plan: --gpu-mem GB (memory per GPU) is required with --gpus")
     sharding = args.sharding or ("zero2" if args.gpus > 1 else "none")
     return Device(gpus=args.gpus, mem_gb=args.gpu_mem, sharding=sharding, peak_tflops=args.peak_tflops,
                   utilisation=args.utilisation)

@@ -26,8 +26,14 @@ f), in elements saved for the backward pass per token: the two norms' inputs and
 inputs of q and k h + kv, SDPA's q, k, v and output 2h + 2kv, the output projection's input h, the
 SwiGLU's gate, activation, up and product 4f, where kv = key/value heads x head width; 8h + 3kv + 4f
 in all. Gradient checkpointing keeps each layer's input (h per token) and recomputes one layer at a time.
-The output layer adds the logits, the log-probabilities the loss keeps and their gradient: 3 x b x s x
-vocab fp32 values. CPU elements are fp32 (4 bytes), GPU ones bf16 (2).
+CPU elements are fp32 (4 bytes), GPU ones bf16 (2).
+
+The output layer is counted in fp32 buffers of b x s x vocab values at its peak in the backward pass
+(HEAD_BUFFERS): with the model's own cross-entropy (cpt and sft on the CPU, model/train/common.py) four:
+the logits, the log-probabilities the loss keeps, and the gradients of both. DPO on the CPU runs TRL 1.16's
+chunked log-probability head through its plain-torch fallback, which keeps every chunk for the backward
+pass: eight buffers, measured (benchmarks/bench_memory.py; not derived). On a GPU TRL's Triton kernel
+keeps no whole logits; one buffer is planned as a margin. A reward model has a scalar head: none.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ SHARDINGS = ("none", "zero2", "zero3", "fsdp")
 NF4_BYTES = 4.127 / 8  # NF4 + double quantisation (QLoRA paper, section 3): 4 bits + 0.127 bits of constants
 CUDA_RESERVED_GB = 1.0  # CUDA context, cuBLAS workspace: memory no tensor gets
 HEADROOM = 0.95  # the caching allocator's fragmentation: plan to fill at most 95% of the rest
+# fp32 (tokens x vocab) buffers the output layer holds at its peak (module docstring): (cpu, kind) -> count
+HEAD_BUFFERS = {(True, "dpo"): 8, (True, "reward"): 0, (False, "reward"): 0}
+HEAD_DEFAULT = {True: 4, False: 1}
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ def _reference(shape: Shape, device: Device) -> float:
 
 
 def activation_bytes(shape: Shape, work: Work, device: Device) -> float:
-    """Saved activations at their peak (end of the forward pass) plus the logits' three copies."""
+    """Saved activations at their peak (end of the forward pass) plus the output layer's buffers."""
     e = 4 if device.cpu else 2
     tokens = work.sequences * work.seq
     kv = shape.kv_heads * shape.head_dim
@@ -138,8 +147,8 @@ def activation_bytes(shape: Shape, work: Work, device: Device) -> float:
         layers = shape.layers * tokens * shape.hidden * e + per_layer
     else:
         layers = shape.layers * per_layer
-    logits = 0 if work.kind == "reward" else 3 * tokens * shape.vocab * 4
-    return layers + logits
+    buffers = HEAD_BUFFERS.get((device.cpu, work.kind), HEAD_DEFAULT[device.cpu])
+    return layers + buffers * tokens * shape.vocab * 4
 
 
 def merge_bytes(shape: Shape, work: Work, device: Device) -> tuple[float, float]:

@@ -100,6 +100,8 @@ def _counted(config: dict) -> Shape:
     embedding = model.get_input_embeddings().weight.numel()
     out = model.get_output_embeddings()
     output = 0 if out is None or out.weight is model.get_input_embeddings().weight else out.weight.numel()
+    if output and cfg.get_text_config().tie_word_embeddings:  # on the meta device the tie is not made
+        params, output = params - output, 0
     linear: dict[str, tuple[int, int]] = {}
     layer0 = _first_layer(model)
     for name, module in layer0.named_modules():
