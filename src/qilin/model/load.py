@@ -166,7 +166,7 @@ def _load_adapter(path: Path, dtype):
     base, _ = load_model(adapter_base(path), dtype=dtype)
     model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     # A new adapter trained on this model must name this folder as its base, not the one below it.
-    model.config._name_or_path = str(path.resolve())
+    model.name_or_path = model.config._name_or_path = str(path.resolve())  # PEFT reads the first
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=remote_code_allowed())
     ensure_chat_template(tokenizer)
     return model, tokenizer
