@@ -8,7 +8,12 @@ size (ru_maxrss). measured = peak - resident size before the stage; planned = qi
 for the same shape and settings on the CPU. The data fills every sequence to max_length, the case a
 plan must cover.
 
-    python benchmarks/bench_memory.py [--out docs/memory_cpu.md] [--sizes 5M,17M,43M]
+The children run with glibc's mmap threshold fixed at 1 MiB (MALLOC_MMAP_THRESHOLD_): by default glibc
+raises the threshold after the first large free, later blocks then come from the heap and stay resident
+after they are freed, and the peak resident size measures fragmentation as much as live tensors (up to 2x
+with LoRA; --glibc-default measures that way).
+
+    python benchmarks/bench_memory.py [--out table.md] [--sizes 5M,17M,43M] [--glibc-default]
 
 Prints a Markdown table (and writes it to --out): size, stage, planned MB, measured MB, planned/measured.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -38,7 +44,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--sizes", default=",".join(SIZES))
+    ap.add_argument("--glibc-default", action="store_true", help="leave glibc's dynamic mmap threshold on")
     args = ap.parse_args()
+    env = dict(os.environ) | ({} if args.glibc_default else {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -48,7 +56,7 @@ def main() -> None:
                 for label, extra in [(stage, {})] + EXTRA.get((size, stage), []):
                     job = {"size": size, "stage": stage, "train": {**settings, **extra}, "dir": str(tmp)}
                     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], check=True,
-                                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                                         capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
                     row = json.loads(out) | {"label": label}
                     rows.append(row)
                     print(_row(row), flush=True)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from micro_data import micro_lines
 
 from qilin.config import build
 from qilin.errors import QilinError
 from qilin.model.chat import CHAT_TEMPLATE, IM_END, IM_START
 from qilin.model.load import load_model, resolve_targets, save_model
 from qilin.train import cpt, dpo, sft
-
-from micro_data import micro_lines
 
 FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gemma"]
 TOKENIZERS = {"llama": "no_pad", "qwen2": "own_template", "qwen3": "new_tokens", "mistral": "own_template",

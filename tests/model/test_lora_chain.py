@@ -63,7 +63,7 @@ def test_adapter_chain_saves_adapters_on_their_inputs(tmp_path, micro_model_dir,
     sft_model, tok0 = load_model(sft_dir)
     dpo_model, tok = load_model(dpo_dir)  # base + SFT adapter + DPO adapter, merged
     assert not torch.allclose(logits(dpo_model, tok), logits(sft_model, tok0), atol=1e-6)
-    original, tok_base = load_model(micro_model_dir)
+    _, tok_base = load_model(micro_model_dir)
     for t in (tok0, tok):
         assert t.chat_template == tok_base.chat_template and t.pad_token == tok_base.pad_token
     assert dpo_model.config.pad_token_id == tok_base.pad_token_id

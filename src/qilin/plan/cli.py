@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from qilin.errors import QilinError
 from qilin.plan.memory import GB, SHARDINGS, Device
 from qilin.plan.shape import Shape

@@ -117,7 +117,7 @@ def _counted(config: dict) -> Shape:
 def _first_layer(model):
     """The first decoder layer (model.model.layers[0] in every Llama-like family)."""
     for name, module in model.named_modules():
-        if name.endswith("layers.0") or name.endswith("h.0"):
+        if name.endswith(("layers.0", "h.0")):
             return module
     raise QilinError(f"{type(model).__name__}: no decoder layers found to plan LoRA on")
 
