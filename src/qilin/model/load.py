@@ -43,7 +43,8 @@ class LoraSettings:
     qlora: bool = doc("QLoRA: load the frozen base in 4 bits (NF4, double quantisation, bf16 compute; bitsandbytes, "
                       "CUDA GPUs only)", False)
     save: str = doc("after training: 'merged' = fold the adapter into a full model folder; 'adapter' = save the "
-                    "adapter alone on top of the input model (module docstring)", "merged")
+                    "adapter alone on top of the input model (module docstring); cpt, sft, dpo, onestage and "
+                    "evaluation read such folders, reward and rejection sampling need merged ones", "merged")
 
 
 def load_model(path: str | Path, *, dtype="float32", lora: LoraSettings | None = None):
