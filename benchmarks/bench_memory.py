@@ -97,7 +97,7 @@ def _child(job: dict) -> None:
     from qilin.model.tiny import TinyConfig, make_tiny_model
     from qilin.plan.memory import Device, estimate
     from qilin.plan.shape import tiny_shape
-    from qilin.plan.stages import stage_work
+    from qilin.plan.fit import stage_work
     from qilin.train import cpt, dpo, sft
 
     tmp = Path(job["dir"])

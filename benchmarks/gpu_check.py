@@ -87,7 +87,7 @@ def _run(stage: str, method: str, tmp: Path, model_dir: Path, steps: int, peak: 
     from qilin import config
     from qilin.plan.memory import Device, estimate, train_flops_per_token
     from qilin.plan.shape import shape_of
-    from qilin.plan.stages import stage_work
+    from qilin.plan.fit import stage_work
     from qilin.train import cpt, dpo, sft
 
     module = {"cpt": cpt, "sft": sft, "dpo": dpo}[stage]

@@ -9,53 +9,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from pathlib import Path
 
-from qilin.errors import QilinError
+from qilin.entry import run_cli
+from qilin.stages import STAGES, Stage, commands
 
-# Stage commands: name -> (module, one-line description). Each module has `Config` and `run(cfg)`.
-STAGE_COMMANDS = {
-    "base": ("qilin.train.base", "the base model: a local HF model dir, or the tiny default trained from scratch"),
-    "cpt": ("qilin.train.cpt", "domain continued pre-training (documents + EOS, packed blocks)"),
-    "sft": ("qilin.train.sft", "supervised fine-tuning, loss on assistant tokens only"),
-    "dpo": ("qilin.train.dpo", "direct preference optimisation (sigmoid loss, reference = input model)"),
-    "unify": ("qilin.data.unify", "HuatuoGPT-II unification: text segments -> (question, answer) pairs by a generator"),
-    "onestage": ("qilin.train.onestage", "HuatuoGPT-II one-stage training: priority-sampled order, packed, answers only"),
-    "reward": ("qilin.train.reward",
-               "reward model: scalar head on the policy, pairwise loss (scoring: reward-score)"),
-    "rejection": ("qilin.train.rejection",
-                  "rejection-sampling RLHF: sample N, keep the top K by reward, SFT, T rounds"),
-}
+# Modules with `add_parser(sub)` adding commands of their own (`qilin reward-score`, `qilin eval ...`,
+# `qilin rag ...`). They must not import this module at import time (no cycle: tests/test_imports.py).
+SUB_CLIS = ["qilin.train.reward", "qilin.eval.cli", "qilin.rag.cli", "qilin.plan.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if args.trust_remote_code:  # read where models are loaded (qilin.model.load), in every stage
-        os.environ["QILIN_TRUST_REMOTE_CODE"] = "1"
-    try:
-        return args.func(args) or 0
-    except QilinError as e:
-        print(f"qilin: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("qilin: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    return run_cli(_parser(), argv)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qilin", description="Build medical LLMs by multi-stage knowledge injection.")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow models whose code is not in transformers "
-                   "(it runs Python from the model folder: read it first)")
+    p.add_argument("--trust-remote-code", action=_AllowRemoteCode, nargs=0, help="allow models whose code is not in "
+                   "transformers (it runs Python from the model folder: read it first)")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a whole recipe (stages + evaluation after each + report)")
@@ -63,27 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages=[] or out=runs/x")
     r.add_argument("--force", action="store_true", help="run even where `qilin plan` says a stage cannot fit")
     r.set_defaults(func=_cmd_run)
-    importlib.import_module("qilin.plan.cli").add_parser(sub)  # `qilin plan`
 
     data = sub.add_parser("data", help="prepare stage datasets, check data files")
     data_sub = data.add_subparsers(title="data commands", metavar="COMMAND")
-    _add_stage(data_sub, "prepare", "qilin.data.prepare",
-               "split the bundled data into training sets and held-out evaluation sets, with a data card")
+    _add_stage(data_sub, "prepare", STAGES["data"])
     from qilin.data.cli import add_commands  # light: heavy imports happen inside the commands
 
     add_commands(data_sub)
 
-    for name, (module, text) in STAGE_COMMANDS.items():
-        _add_stage(sub, name, module, text)
-    importlib.import_module("qilin.train.reward").add_parser(sub)  # `qilin reward-score`; light imports
-
-    from qilin.eval.cli import add_parser as add_eval
-
-    add_eval(sub)
-
-    from qilin.rag.cli import add_parser as add_rag
-
-    add_rag(sub)
+    for name, record in commands().items():  # `qilin <stage>`: every stage with a command (qilin.stages)
+        _add_stage(sub, name, record)
+    # Sub-CLIs: each module's add_parser(sub) registers its own commands; imports there stay light.
+    for module in SUB_CLIS:
+        importlib.import_module(module).add_parser(sub)
 
     rep = sub.add_parser("report", help="write report.md / report.html for a recipe run folder")
     rep.add_argument("run", help="runs/<recipe>")
@@ -91,12 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_stage(sub, name: str, module: str, text: str) -> None:
-    s = sub.add_parser(name, help=text, description=text, epilog=_config_help(name, module),
+class _AllowRemoteCode(argparse.Action):
+    """`--trust-remote-code`: read where models are loaded (qilin.model.load), in every stage and process."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ["QILIN_TRUST_REMOTE_CODE"] = "1"
+
+
+def _add_stage(sub, name: str, record: Stage) -> None:
+    s = sub.add_parser(name, help=record.help, description=record.help, epilog=_config_help(name, record.module),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", help="YAML config file")
     s.add_argument("overrides", nargs="*", help="key=value settings (see below)")
-    s.set_defaults(func=_cmd_stage, module=module)
+    s.set_defaults(func=_cmd_stage, module=record.module)
 
 
 def _config_help(name: str, module: str) -> str:

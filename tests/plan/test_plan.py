@@ -117,14 +117,14 @@ def test_device_arguments_give_a_device_or_a_one_line_error(gpus, mem, sharding,
 def test_run_stops_before_a_stage_that_cannot_fit(tmp_path, monkeypatch):
     from micro_data import micro_recipe
 
-    from qilin.plan import stages
+    from qilin.plan import fit
     from qilin.recipe import run_recipe
 
     recipe = micro_recipe(tmp_path / "run")
-    plans = stages.check_fits(recipe, Device(mem_gb=64, cpu=True))
+    plans = fit.check_fits(recipe, Device(mem_gb=64, cpu=True))
     assert [p.name for p in plans] == ["base", "cpt", "sft", "dpo", "rag-sft"] and all(p.fits for p in plans)
-    monkeypatch.setattr(stages, "detect_device", lambda: Device(mem_gb=0.001, cpu=True))
+    monkeypatch.setattr(fit, "detect_device", lambda: Device(mem_gb=0.001, cpu=True))
     with pytest.raises(QilinError, match=r"^base: needs .* GB per device.*--force"):
         run_recipe(recipe)
     assert not (tmp_path / "run" / "00-data").exists()  # stopped before anything ran
-    assert stages.check_fits(recipe, force=True) == []
+    assert fit.check_fits(recipe, force=True) == []

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from qilin.errors import QilinError
-from qilin.plan.memory import GB, SHARDINGS, Device
+from qilin.plan.memory import GB, PAIRED, SHARDINGS, Device
 from qilin.plan.shape import Shape
-from qilin.plan.stages import PROFILES, StagePlan
+from qilin.plan.fit import PROFILES, StagePlan
 
 HELP = "per-GPU memory of every training stage of a recipe, fits or not and what would, tokens and time"
 
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
 
 
 def _cmd_plan(args) -> int:
-    from qilin.plan.stages import model_shape, plan_recipe
+    from qilin.plan.fit import model_shape, plan_recipe
     from qilin.recipe import load_recipe
 
     device = _device(args)
@@ -45,7 +45,7 @@ def _device(args) -> Device:
     if args.gpus == 0:
         if args.sharding not in (None, "none"):
             raise QilinError("plan: --sharding needs GPUs")
-        from qilin.plan.stages import detect_device
+        from qilin.plan.fit import detect_device
 
         return detect_device() if args.gpu_mem is None else Device(mem_gb=args.gpu_mem, cpu=True, peak_tflops=0.1)
     if args.gpu_mem is None:
@@ -77,7 +77,7 @@ def render(name: str, shape: Shape, plans: list[StagePlan], device: Device) -> l
 
 def _stage_lines(sp: StagePlan, device: Device) -> list[str]:
     w = sp.work
-    per = "pairs" if w.kind in ("dpo", "reward") else "sequences"
+    per = "pairs" if w.kind in PAIRED else "sequences"
     head = (f"{sp.name}: {w.method}{f' r {w.lora_r}' if w.method != 'full' else ''}, micro-batch {w.batch} {per} x "
             f"{w.seq} tokens, gradient checkpointing {'on' if w.checkpointing else 'off'}"
             + (" (complete, will be skipped)" if sp.complete else ""))

@@ -51,6 +51,7 @@ HEADROOM = 0.95  # the caching allocator's fragmentation: plan to fill at most 9
 # fp32 (tokens x vocab) buffers the output layer holds at its peak (module docstring): (cpu, kind) -> count
 HEAD_BUFFERS = {(True, "dpo"): 8, (True, "reward"): 0, (False, "reward"): 0}
 HEAD_DEFAULT = {True: 4, False: 1}
+PAIRED = ("dpo", "orpo", "reward")  # stages whose examples are (chosen, rejected) pairs: two sequences each
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Work:
     @property
     def sequences(self) -> int:
         """Sequences per micro-batch: a preference pair is two (chosen and rejected)."""
-        return self.batch * (2 if self.kind in ("dpo", "reward") else 1)
+        return self.batch * (2 if self.kind in PAIRED else 1)
 
 
 def trained_params(shape: Shape, work: Work) -> int:

@@ -62,8 +62,8 @@ def _trainer(model, tokenizer, pairs, cfg: Config, run: RunFolder):
 
     settings = cfg.train
     args = trl_args(DPOConfig, settings, run.checkpoints, beta=cfg.beta, loss_type=[cfg.loss_type])
-    # ref_model=None: TRL reloads the reference from model.config.name_or_path, which for a model merged
-    # from an adapter folder (lora.save: adapter) is the adapter's base, not the input model: copy it then.
+    # ref_model=None: TRL reloads the reference from model.config.name_or_path; for a model merged from an
+    # adapter folder (lora.save: adapter) that is the adapter folder, not a model folder: copy the merged model.
     ref = copy.deepcopy(model) if is_adapter_dir(cfg.model) and not settings.lora.enabled else None
     return DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=pairs, processing_class=tokenizer,
                       peft_config=lora_config(settings.lora) if settings.lora.enabled else None)

@@ -17,10 +17,6 @@ from qilin.plan import memory
 from qilin.plan.memory import GB, Device, Work
 from qilin.plan.shape import Shape, read_config, shape_of, tiny_shape
 
-# Stage module -> kind; `base` trains only when it builds the tiny default.
-TRAINING = {"qilin.train.base": "base", "qilin.train.cpt": "cpt", "qilin.train.sft": "sft",
-            "qilin.train.dpo": "dpo", "qilin.train.reward": "reward", "qilin.train.onestage": "onestage",
-            "qilin.train.rejection": "rejection"}
 PROFILES = {"zero2": "configs/accelerate/deepspeed-zero2.yaml", "zero3": "configs/accelerate/deepspeed-zero3.yaml",
             "fsdp": "configs/accelerate/fsdp.yaml"}
 BYTES_PER_TOKEN = 4.5  # data files: UTF-8 Chinese is 3 bytes a character, ~1.5 characters a token
@@ -70,14 +66,22 @@ def plan_recipe(recipe, device: Device, shape: Shape | None = None) -> list[Stag
     shape = shape or model_shape(recipe)
     plans = []
     for name, run, cfg in plan(recipe):
-        kind = TRAINING.get(type(cfg).__module__)
-        if kind is None or (kind == "base" and cfg.model is not None):
+        kind = _training_kind(cfg)
+        if kind is None or (kind == "base" and cfg.model is not None):  # base trains only the tiny default
             continue
         work = stage_work(kind, cfg)
         plans.append(plan_stage(name, shape, work, device, data=getattr(cfg, "data", None)
                                 if kind != "base" else cfg.pretrain_data, settings=cfg.train,
                                 complete=run.is_complete()))
     return plans
+
+
+def _training_kind(cfg) -> str | None:
+    """The stage name of a config whose stage trains through the Trainer (its record says), else None."""
+    from qilin.stages import STAGES
+
+    module = type(cfg).__module__
+    return next((name for name, s in STAGES.items() if s.module == module and s.every_process), None)
 
 
 def stage_work(kind: str, cfg) -> Work:
