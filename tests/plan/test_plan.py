@@ -128,3 +128,40 @@ def test_run_stops_before_a_stage_that_cannot_fit(tmp_path, monkeypatch):
         run_recipe(recipe)
     assert not (tmp_path / "run" / "00-data").exists()  # stopped before anything ran
     assert fit.check_fits(recipe, force=True) == []
+
+
+@pytest.mark.parametrize("lora_dropout", [None, 0.0, 0.1])
+def test_layer_activations_match_what_autograd_saves(lora_dropout):
+    """The per-layer count (8h + 3kv + 4f, plus LoRA's dropped-out inputs) against the bytes autograd keeps
+    for the backward pass of a small Qwen2 (saved-tensors hook, each storage once, parameters excluded)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=300, hidden_size=128, intermediate_size=352, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
+    model = Qwen2ForCausalLM(config)
+    method = "full"
+    if lora_dropout is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model, method = get_peft_model(model, LoraConfig(r=4, lora_dropout=lora_dropout, target_modules="all-linear")), \
+            "lora"
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    ids = torch.randint(0, 300, (4, 64))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids).loss.backward()
+    shape = shape_of(config.to_dict())
+    work = Work("cpt", 4, 64, method, 4, "all-linear", lora_dropout or 0.0)
+    head = memory.HEAD_DEFAULT[True] * 4 * 64 * 300 * 4
+    planned = memory.activation_bytes(shape, work, Device(mem_gb=8, cpu=True)) - head
+    logits = 4 * 64 * 300 * 4  # the one (tokens x vocab) buffer autograd itself keeps: the log-probabilities
+    assert planned == pytest.approx(sum(saved.values()) - logits, rel=0.2)

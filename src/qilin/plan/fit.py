@@ -89,8 +89,8 @@ def stage_work(kind: str, cfg) -> Work:
     t = cfg.train
     seq = getattr(cfg, "block_size", None) or t.max_length
     method = "full" if not t.lora.enabled else ("qlora" if getattr(t.lora, "qlora", False) else "lora")
-    return Work(kind, t.batch_size, seq, method, t.lora.r, t.lora.target_modules,
-                getattr(t, "gradient_checkpointing", False), t.grad_accum)
+    return Work(kind, t.batch_size, seq, method, t.lora.r, t.lora.target_modules, t.lora.dropout,
+                t.gradient_checkpointing, t.grad_accum)
 
 
 def plan_stage(name: str, shape: Shape, work: Work, device: Device, data: Path | None = None, settings=None,
