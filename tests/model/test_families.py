@@ -121,7 +121,7 @@ def test_remote_code_refused_unless_allowed(tmp_path, micro_model_dir, monkeypat
     folder = tmp_path / "baichuan"
     folder.mkdir()
     for f in micro_model_dir.iterdir():
-        if f.name.startswith("tokenizer"):
+        if f.is_file() and f.name != "config.json":
             (folder / f.name).write_bytes(f.read_bytes())
     config = {"model_type": "baichuan", "auto_map": {"AutoModelForCausalLM": "modeling_baichuan.BaiChuanForCausalLM"},
               "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": 400}

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,35 +110,42 @@ def fit_embeddings(model, tokenizer) -> None:
         model.resize_token_embeddings(len(tokenizer))
 
 
-def check_model_dir(path: str | Path) -> None:
+def check_model_dir(path: str | Path, what: str = "model folder") -> None:
     """A QilinError unless `path` looks like a Hugging Face model folder (or an adapter folder on one) with a
-    tokenizer, whose code is in transformers or allowed to run."""
+    tokenizer and whole safetensors weights, whose code is in transformers or allowed to run: checked here,
+    in a second, so that a user's mistake is one line naming the folder rather than a traceback from deep
+    inside transformers (or a bundled file it reads next)."""
     path = Path(path)
+    if not path.exists():
+        raise QilinError(f"{path}: {what} not found")
     if not path.is_dir():
-        raise QilinError(f"{path}: model folder not found")
-    if is_adapter_dir(path):
-        base = adapter_base(path)
-        check_model_dir(base)
-    elif not (path / "config.json").is_file():
-        raise QilinError(f"{path}: no config.json, not a Hugging Face model folder")
+        raise QilinError(f"{path}: {what} expected, but this is a file")
+    if is_adapter_dir(path):  # lora.save: adapter; its base is checked (recursively) instead
+        check_model_dir(adapter_base(path), what)
     else:
-        check_remote_code(path)
+        if not (path / "config.json").is_file():
+            raise QilinError(f"{path}: no config.json, not a Hugging Face model folder")
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise QilinError(f"{path / 'config.json'}: not readable JSON ({str(e)[:80]})") from None
+        if not isinstance(config, dict):
+            raise QilinError(f"{path / 'config.json'}: expected a JSON object, got {type(config).__name__}")
+        check_remote_code(path, config)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise QilinError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    if not is_adapter_dir(path):
+        _check_weights(path)
 
 
 def remote_code_allowed() -> bool:
     return os.environ.get(REMOTE_CODE_ENV, "").lower() in ("1", "true", "yes")
 
 
-def check_remote_code(path: Path) -> None:
+def check_remote_code(path: Path, config: dict) -> None:
     """Refuse, in one line, a model whose code lives in its folder, unless the user allowed it."""
     from transformers import CONFIG_MAPPING
 
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise QilinError(f"{path}/config.json: not valid JSON ({e})") from None
     model_type = config.get("model_type")
     if (config.get("auto_map") or model_type not in CONFIG_MAPPING) and not remote_code_allowed():
         raise QilinError(f"{path}: model_type {model_type!r} runs code from the model folder (trust_remote_code), "
@@ -151,8 +159,11 @@ def is_adapter_dir(path: Path) -> bool:
 
 def adapter_base(path: Path) -> Path:
     """The model folder an adapter folder was trained on (its adapter_config.json says)."""
-    config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise QilinError(f"{path}/adapter_config.json: not readable JSON ({str(e)[:80]})") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not base or not Path(base).is_dir():
         raise QilinError(f"{path}: a LoRA adapter whose base model folder {base!r} is missing; merge it into its "
                          "base model first, or restore that folder")
@@ -189,6 +200,46 @@ def resolve_targets(model, targets: str, where: str | Path = "model") -> list[st
         raise QilinError(f"train.lora.target_modules: {', '.join(missing)} not in {where} "
                          f"({type(model).__name__} has {', '.join(names)})")
     return wanted
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
+
+
+def _check_weights(path: Path) -> None:
+    """Every *.safetensors file whole (its header's tensors end at the file's end); pickle-only refused."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        pickles = [n for n in PICKLE_WEIGHTS if (path / n).is_file()]
+        if pickles:  # unpickling runs arbitrary code: transformers refuses it too, with a traceback
+            raise QilinError(f"{path}: holds only a pickle checkpoint ({pickles[0]}); qilin loads safetensors "
+                             "only (convert it: model.save_pretrained(dir, safe_serialization=True))")
+        raise QilinError(f"{path}: no model weights (*.safetensors)")
+    for f in files:
+        problem = _safetensors_problem(f)
+        if problem:
+            raise QilinError(f"{f}: {problem}; the file is damaged or was not copied whole")
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    """Why a safetensors file cannot be whole (8-byte header size, JSON header, data offsets), or None."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes)"
+        n = struct.unpack("<Q", head)[0]
+        if n > size - 8:
+            return f"truncated (its header alone needs {n + 8} bytes, the file has {size})"
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, RecursionError):
+            return "not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (its header is not a JSON object)"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    if ends and 8 + n + max(ends) > size:
+        return f"truncated ({size} bytes, its tensors need {8 + n + max(ends)})"
+    return None
 
 
 def lora_config(settings: LoraSettings):
