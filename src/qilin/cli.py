@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     for module in SUB_CLIS:
         importlib.import_module(module).add_parser(sub)
 
+    from qilin.serve.cli import add_parser as add_serve  # `qilin serve`, `qilin chat`
+
+    add_serve(sub)
+
     rep = sub.add_parser("report", help="write report.md / report.html for a recipe run folder")
     rep.add_argument("run", help="runs/<recipe>")
     rep.set_defaults(func=_cmd_report)
