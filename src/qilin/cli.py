@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from qilin.stages import STAGES, Stage, commands
 
 # Modules with `add_parser(sub)` adding commands of their own (`qilin reward-score`, `qilin eval ...`,
 # `qilin rag ...`). They must not import this module at import time (no cycle: tests/test_imports.py).
-SUB_CLIS = ["qilin.train.reward", "qilin.eval.cli", "qilin.data.probes", "qilin.rag.cli"]
+SUB_CLIS = ["qilin.train.reward", "qilin.eval.cli", "qilin.data.probes", "qilin.rag.cli", "qilin.plan.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qilin", description="Build medical LLMs by multi-stage knowledge injection.")
+    p.add_argument("--trust-remote-code", action=_AllowRemoteCode, nargs=0, help="allow models whose code is not in "
+                   "transformers (it runs Python from the model folder: read it first)")
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a whole recipe (stages + evaluation after each + report)")
     r.add_argument("recipe", help="recipe YAML, e.g. recipes/qilin-med.yaml")
     r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages=[] or out=runs/x")
+    r.add_argument("--force", action="store_true", help="run even where `qilin plan` says a stage cannot fit")
     r.set_defaults(func=_cmd_run)
 
     data = sub.add_parser("data", help="prepare stage datasets, check data files")
@@ -54,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="runs/<recipe>")
     rep.set_defaults(func=_cmd_report)
     return p
+
+
+class _AllowRemoteCode(argparse.Action):
+    """`--trust-remote-code`: read where models are loaded (qilin.model.load), in every stage and process."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ["QILIN_TRUST_REMOTE_CODE"] = "1"
 
 
 def _add_stage(sub, name: str, record: Stage) -> None:
@@ -91,7 +102,7 @@ def _cmd_stage(args) -> int:
 def _cmd_run(args) -> int:
     from qilin.recipe import load_recipe, run_recipe
 
-    out = run_recipe(load_recipe(args.recipe, args.overrides))
+    out = run_recipe(load_recipe(args.recipe, args.overrides), force=args.force)
     print(out)
     return 0
 

@@ -170,10 +170,15 @@ def _eval_values(recipe: Recipe, data_dir: Path) -> dict:
     return {"unigram_train": unigram, **recipe.eval}
 
 
-def run_recipe(recipe: Recipe) -> Path:
-    """Run every step not yet complete, evaluate each model, write summary.json and the report."""
-    from qilin.eval.tasks import EvalConfig
+def run_recipe(recipe: Recipe, force: bool = False) -> Path:
+    """Run every step not yet complete, evaluate each model, write summary.json and the report.
 
+    First the memory plan (qilin.plan): a stage that cannot fit stops the run before anything loads.
+    """
+    from qilin.eval.tasks import EvalConfig
+    from qilin.plan.fit import check_fits
+
+    check_fits(recipe, force=force)
     out = Path(recipe.out)
     steps = plan(recipe)
     data_dir = steps[0][1].path

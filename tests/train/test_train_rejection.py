@@ -154,8 +154,11 @@ def test_shipped_gpu_profiles_are_consistent():
     assert named and named <= {p.name for p in profiles}
     for path in profiles:
         profile = yaml.safe_load(path.read_text(encoding="utf-8"))
-        assert profile["distributed_type"] == "DEEPSPEED", path
-        assert profile["deepspeed_config"]["zero_stage"] in (2, 3), path
+        assert profile["distributed_type"] in ("DEEPSPEED", "FSDP"), path
+        if profile["distributed_type"] == "DEEPSPEED":
+            assert profile["deepspeed_config"]["zero_stage"] in (2, 3), path
+        else:  # configs/accelerate/fsdp.yaml
+            assert profile["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT", path
     recipe = yaml.safe_load(text)
     stages = {s["stage"]: s for s in recipe["stages"]}
     assert stages["sft"]["train"]["max_length"] == 4096 and stages["reward"]["train"]["lora"]["enabled"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from qilin import dist
 from qilin.config import doc
 from qilin.errors import QilinError
-from qilin.model.load import check_model_dir
+from qilin.model.load import check_model_dir, remote_code_allowed
 from qilin.model.tiny import TinyConfig, make_tiny_model
 from qilin.runs import RunFolder, iter_jsonl
 from qilin.train import cpt
@@ -67,10 +67,11 @@ def _check_user_model(path: Path) -> None:
     """Load the config and tokenizer (not the weights): a wrong folder fails here, not three stages on."""
     from transformers import AutoConfig, AutoTokenizer
 
-    check_model_dir(path)
+    check_model_dir(path)  # refuses a model whose code is not in transformers unless the user allowed it
+    remote = remote_code_allowed()
     try:
-        AutoConfig.from_pretrained(str(path))
-        AutoTokenizer.from_pretrained(str(path))
+        AutoConfig.from_pretrained(str(path), trust_remote_code=remote)
+        AutoTokenizer.from_pretrained(str(path), trust_remote_code=remote)
     except (OSError, ValueError, KeyError) as e:
         raise QilinError(f"{path}: cannot load its config or tokenizer ({str(e).splitlines()[0]})") from None
 

@@ -33,6 +33,9 @@ class TrainSettings:
     logging_steps: int = doc("steps between two history.json entries", 10)
     save_steps: int = doc("steps between two resumable checkpoints", 200)
     seed: int = doc("seed for weight init, data order and dropout: same seed, same model", 42)
+    gradient_checkpointing: bool = doc("recompute each layer's activations in the backward pass instead of "
+                                       "keeping them: far less memory for a third more compute (`qilin plan`)",
+                                       False)
     lora: LoraSettings = doc("LoRA instead of full fine-tuning", lambda: LoraSettings())
 
 
@@ -65,7 +68,7 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
         seed=settings.seed,
         data_seed=settings.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        activation_checkpointing=False,  # transformers 5 name of gradient_checkpointing
+        activation_checkpointing=settings.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         use_cpu=not cuda,
         report_to="none",
         include_num_input_tokens_seen="non_padding",  # padding is not training signal: tokens/s counts text
@@ -119,8 +122,9 @@ def train(trainer, run: RunFolder) -> dict:
     }
 
 
-def save_trained(trainer, tokenizer, out_dir: Path) -> Path:
-    """Save the trained model, a LoRA adapter merged, as an ordinary Hugging Face folder (load.save_model).
+def save_trained(trainer, tokenizer, out_dir: Path, lora: LoraSettings | None = None) -> Path:
+    """Save the trained model, a LoRA adapter merged, as an ordinary Hugging Face folder (load.save_model);
+    with `lora.save: adapter`, the adapter alone on top of the input model.
 
     In one plain process it is saved straight from memory. Under a multi-process launch, or DeepSpeed
     or FSDP even in one process, the weights in memory may be shards (ZeRO-3), so every process takes
@@ -131,22 +135,23 @@ def save_trained(trainer, tokenizer, out_dir: Path) -> Path:
     from qilin import dist
     from qilin.model.load import save_model
 
+    adapter_only = lora is not None and lora.enabled and lora.save == "adapter"
     sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
     if dist.world_size() == 1 and not sharded:
-        return save_model(trainer.model, tokenizer, out_dir)
+        return save_model(trainer.model, tokenizer, out_dir, adapter_only=adapter_only)
     staged = out_dir.with_name(f".{out_dir.name}.trainer")
     trainer.save_model(str(staged))
 
     def merge_and_save() -> None:
-        save_model(_reload(trainer, staged), tokenizer, out_dir)
+        save_model(_reload(trainer, staged, adapter_only), tokenizer, out_dir, adapter_only=adapter_only)
         shutil.rmtree(staged, ignore_errors=True)
 
     dist.on_main(merge_and_save)
     return out_dir
 
 
-def _reload(trainer, staged: Path):
-    """The model the Trainer saved to `staged`, LoRA merged, in the main process's memory."""
+def _reload(trainer, staged: Path, adapter_only: bool = False):
+    """The model the Trainer saved to `staged`, LoRA merged (or not: `adapter_only`), in the main process's memory."""
     from peft import PeftModel
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -154,7 +159,8 @@ def _reload(trainer, staged: Path):
         return type(model).from_pretrained(staged)
     inner = model.get_base_model()  # its config keeps what the stage set (e.g. a reward head's num_labels)
     base = type(inner).from_pretrained(model.peft_config["default"].base_model_name_or_path, config=inner.config)
-    return PeftModel.from_pretrained(base, staged).merge_and_unload()
+    adapted = PeftModel.from_pretrained(base, staged)
+    return adapted if adapter_only else adapted.merge_and_unload()
 
 
 def use_model_loss_on_cpu(trainer) -> None:
@@ -212,11 +218,11 @@ def run_trainer_stage(cfg, make_trainer, log_metrics=None) -> Path:
         return run.path
     run.write_config(cfg)
     if not run.model_is_complete():
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
         trainer = make_trainer(model, tokenizer, run)
         metrics = train(trainer, run)
         metrics.update(log_metrics(trainer.state.log_history) if log_metrics else {})
         run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir, cfg.train.lora)
     return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})

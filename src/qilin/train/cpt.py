@@ -35,10 +35,10 @@ def run(cfg: Config) -> Path:
         return run.path
     run.write_config(cfg)
     if not run.model_is_complete():
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
         trainer, metrics = pretrain(model, tokenizer, cfg.data, cfg.block_size, cfg.train, run)
         run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir, cfg.train.lora)
     return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
 

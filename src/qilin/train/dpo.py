@@ -8,11 +8,12 @@ from the same network with the adapter disabled.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
-from qilin.model.load import load_model, lora_config
+from qilin.model.load import is_adapter_dir, load_model, lora_config
 from qilin.runs import RunFolder
 from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args
 
@@ -37,12 +38,12 @@ def run(cfg: Config) -> Path:
         return run.path
     run.write_config(cfg)
     if not run.model_is_complete():
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
         trainer = _trainer(model, tokenizer, _pairs(cfg.data), cfg, run)
         metrics = train(trainer, run)
         metrics.update(_reward_metrics(trainer.state.log_history))
         run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir, cfg.train.lora)
     return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
 
@@ -61,7 +62,10 @@ def _trainer(model, tokenizer, pairs, cfg: Config, run: RunFolder):
 
     settings = cfg.train
     args = trl_args(DPOConfig, settings, run.checkpoints, beta=cfg.beta, loss_type=[cfg.loss_type])
-    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=pairs, processing_class=tokenizer,
+    # ref_model=None: TRL reloads the reference from model.config.name_or_path; for a model merged from an
+    # adapter folder (lora.save: adapter) that is the adapter folder, not a model folder: copy the merged model.
+    ref = copy.deepcopy(model) if is_adapter_dir(cfg.model) and not settings.lora.enabled else None
+    return DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=pairs, processing_class=tokenizer,
                       peft_config=lora_config(settings.lora) if settings.lora.enabled else None)
 
 

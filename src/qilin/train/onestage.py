@@ -65,7 +65,7 @@ def run(cfg: Config) -> Path:
     counts = {source: len(convs) for source, convs in items.items()}
     order = priority_order(counts, cfg.priorities, cfg.repeats, cfg.train.seed)
     if not run.model_is_complete():
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
         blocks, sources = pack(tokenizer, items, order, cfg.block_size)
         trainer = _trainer(model, tokenizer, blocks, cfg.train, run)
         metrics = train(trainer, run)
@@ -76,7 +76,7 @@ def run(cfg: Config) -> Path:
         if dist.is_main():
             atomic_write_json(run.path / "shares.json", shares(sources[:trained], cfg))
         run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir, cfg.train.lora)
     inputs = {"model": cfg.model, "data": cfg.data, "unified": cfg.unified}
     return run.finish(inputs=inputs, seed=cfg.train.seed, extra={"model": str(run.model_dir)})
 

@@ -61,13 +61,13 @@ def run(cfg: Config) -> Path:
     run.write_config(cfg)
     if not run.model_is_complete():
         data = cfg.data if cfg.rag is None else _with_passages(cfg, run)
-        model, tokenizer = load_model(cfg.model)
+        model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
         trainer = _trainer(model, tokenizer, load_jsonl(data, ["messages"], _check), cfg.train, run)
         metrics = train(trainer, run)
         if cfg.rag is not None:
             metrics["rag"] = read_json(run.path / (RAG_DATA + ".json"))
         run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir)
+        save_trained(trainer, tokenizer, run.model_dir, cfg.train.lora)
     inputs = {"model": cfg.model, "data": cfg.data} | ({"rag_index": cfg.rag.index} if cfg.rag else {})
     return run.finish(inputs=inputs, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})
