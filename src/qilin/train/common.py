@@ -103,20 +103,47 @@ def history_callback(run: RunFolder):
 
 
 def train(trainer, run: RunFolder) -> dict:
-    """Train (resuming from `run`'s newest checkpoint if any); returns the `train.*` metrics."""
+    """Train (resuming from `run`'s newest checkpoint if any); returns the `train.*` metrics.
+
+    Tokens are real tokens: text, not padding (the Trainer's non-padding count, all processes).
+    `train.real_tokens` / `train.real_tokens_per_second` say so by name (`train.tokens` /
+    `train.tokens_per_second` are the same numbers under their older names); `train.padding_share` is
+    the share of the positions this session computed that were padding (packing drives it to ~0).
+    """
+    from qilin import dist
+
     history = history_callback(run)
     trainer.add_callback(history)
+    counter = _PositionCounter(trainer.data_collator)
+    trainer.data_collator = counter
     checkpoint = run.last_checkpoint()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
+    per_second = round(history.tokens / history.seconds, 1) if history.seconds else None
+    positions = counter.positions * dist.world_size()  # every process computes batches of the same shape
     return {
         "train.loss_final": losses[-1] if losses else None,
         "train.steps": state.global_step,
         "train.tokens": state.num_input_tokens_seen,
-        "train.tokens_per_second": round(history.tokens / history.seconds, 1) if history.seconds else None,
+        "train.tokens_per_second": per_second,
+        "train.real_tokens": state.num_input_tokens_seen,
+        "train.real_tokens_per_second": per_second,
+        "train.padding_share": round(1 - history.tokens / positions, 4) if positions else None,
         "train.seconds": round(history.seconds, 1),
     }
+
+
+class _PositionCounter:
+    """Wraps a data collator to count the token positions of every batch built, padding included."""
+
+    def __init__(self, inner):
+        self.inner, self.positions = inner, 0
+
+    def __call__(self, rows):
+        batch = self.inner(rows)
+        self.positions += sum(v.numel() for k, v in batch.items() if k.endswith("input_ids") and hasattr(v, "numel"))
+        return batch
 
 
 def save_trained(trainer, tokenizer, out_dir: Path) -> Path:
