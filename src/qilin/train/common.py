@@ -26,6 +26,7 @@ class TrainSettings:
     batch_size: int = doc("sequences (or preference pairs) per device per micro-batch", 8)
     grad_accum: int = doc("micro-batches per optimizer step (effective batch = batch_size x grad_accum)", 1)
     warmup_ratio: float = doc("fraction of the steps spent warming the learning rate up from 0, in [0, 1)", 0.05)
+    warmup_steps: int = doc("warm-up in optimizer steps instead of a fraction; 0 = use warmup_ratio", 0)
     weight_decay: float = doc("AdamW weight decay", 0.01)
     scheduler: str = doc("learning-rate schedule after warm-up: cosine, linear, constant_with_warmup, ...",
                          "cosine")
@@ -33,6 +34,8 @@ class TrainSettings:
     logging_steps: int = doc("steps between two history.json entries", 10)
     save_steps: int = doc("steps between two resumable checkpoints", 200)
     seed: int = doc("seed for weight init, data order and dropout: same seed, same model", 42)
+    gradient_checkpointing: bool = doc("recompute activations in the backward pass: less memory, ~30% slower "
+                                       "(large models on GPUs; never needed on the embedded default)", False)
     lora: LoraSettings = doc("LoRA instead of full fine-tuning", lambda: LoraSettings())
 
 
@@ -40,7 +43,7 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
     """A TRL config (SFTConfig, DPOConfig, ...) from `settings`; `extra` adds or overrides fields.
 
     TRL defaults to bf16 and gradient checkpointing even on CPU, ~10x slower there (STACK.md 1):
-    both are off unless a GPU can use bf16. Checkpoints carry optimizer and RNG state so that a
+    bf16 is on only where a GPU can use it, gradient checkpointing only when the settings ask. Checkpoints carry optimizer and RNG state so that a
     resumed run ends with the same weights as an uninterrupted one.
     """
     import torch
@@ -53,7 +56,8 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum,
-        warmup_steps=settings.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the steps
+        # transformers 5: a float in [0, 1) is a ratio of the steps, an int >= 1 a number of steps
+        warmup_steps=settings.warmup_steps if settings.warmup_steps > 0 else settings.warmup_ratio,
         weight_decay=settings.weight_decay,
         lr_scheduler_type=settings.scheduler,
         max_length=settings.max_length,
@@ -65,7 +69,7 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
         seed=settings.seed,
         data_seed=settings.seed,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        activation_checkpointing=False,  # transformers 5 name of gradient_checkpointing
+        activation_checkpointing=settings.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         use_cpu=not cuda,
         report_to="none",
         include_num_input_tokens_seen="non_padding",  # padding is not training signal: tokens/s counts text
