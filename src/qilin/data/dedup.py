@@ -106,23 +106,30 @@ class Deduper:
         self.count += 1
 
 
-_P = 0x100000001B3  # FNV-64 prime: odd, so multiplication mod 2^64 mixes every bit upward
+_P = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so multiplication mod 2^64 mixes every bit upward
 _POWERS: dict[int, np.ndarray] = {}
 
 
 def ngram_hashes(norm: str, n: int) -> np.ndarray:
     """64-bit hashes of the character n-grams of `norm`, in order (none if len(norm) < n):
-    h = sum_k code[i + k] * P^(n - 1 - k) mod 2^64, over a sliding window in two numpy calls."""
+    h = sum_k code[i + k] * P^(n - 1 - k) mod 2^64 (Horner's rule, in place: array products wrap mod 2^64)."""
     codes = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(codes) < n:
+    windows = len(codes) - n + 1
+    if windows <= 0:
         return np.zeros(0, dtype=np.uint64)
-    return (np.lib.stride_tricks.sliding_window_view(codes, n) * _powers(n)).sum(axis=1, dtype=np.uint64)
+    h = codes[:windows] * _P if n > 1 else codes.copy()
+    for k in range(1, n - 1):
+        h += codes[k:k + windows]
+        h *= _P
+    if n > 1:
+        h += codes[n - 1:n - 1 + windows]
+    return h
 
 
 def _powers(n: int) -> np.ndarray:
-    """[P^(n-1), ..., P, 1] mod 2^64 (uint64 products and sums wrap mod 2^64)."""
+    """[P^(n-1), ..., P, 1] mod 2^64: the same hash of n-character strings laid out as rows (screen.py)."""
     if n not in _POWERS:
-        _POWERS[n] = np.array([pow(_P, n - 1 - k, 2**64) for k in range(n)], dtype=np.uint64)
+        _POWERS[n] = np.array([pow(int(_P), n - 1 - k, 2**64) for k in range(n)], dtype=np.uint64)
     return _POWERS[n]
 
 

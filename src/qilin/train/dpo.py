@@ -13,8 +13,8 @@ scripts/dpo_training.py `return_prompt_and_responses`): plain text `"Question: "
 (`len(prompt + chosen)` and `len(prompt + rejected)` at most max_source_length + max_target_length).
 
 Speed: on CPU, TRL's fused LM head scores every position of the batch (prompt and padding too);
-`_score_completions_only` makes it score only the completion tokens, which DPO uses (module doc
-of that function). The loss and its gradient are the same (tests/train/test_train_dpo.py).
+`_score_completions_only` makes it score only the completion tokens, which DPO uses (docstring
+there). The loss and its gradient are the same (tests/train/test_train_dpo.py).
 """
 
 from __future__ import annotations
@@ -89,34 +89,43 @@ def _trainer(model, tokenizer, pairs, cfg: Config, run: RunFolder):
     from trl import DPOConfig, DPOTrainer
 
     settings = cfg.train
-    _score_completions_only()
     args = trl_args(DPOConfig, settings, run.checkpoints, beta=cfg.beta, loss_type=[cfg.loss_type])
-    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=pairs, processing_class=tokenizer,
-                      peft_config=lora_config(settings.lora) if settings.lora.enabled else None)
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=pairs, processing_class=tokenizer,
+                         peft_config=lora_config(settings.lora) if settings.lora.enabled else None)
+    _score_completions_only(trainer)
+    return trainer
 
 
-def _score_completions_only() -> None:
-    """Make TRL's fused LM head score only the positions with a label on CPU too.
+def _score_completions_only(trainer) -> None:
+    """On CPU, make TRL's fused LM head score only the positions with a label, for this trainer's loss.
 
     DPO needs the log-probabilities of the completion tokens only. TRL 1.16's fused head projects
     just those positions through the LM head when Triton runs (CUDA, XPU); elsewhere it projects
-    every position, because on compiled backends such as Neuron a varying number of positions would
-    recompile the kernel at every batch. Eager CPU has no such cost, and the LM head is the largest
-    matrix of a small model: scoring prompts and padding too cost about a third of a DPO step here.
-    The positions skipped are the ones whose results TRL zeroes anyway, so the loss, gradients and
-    logged metrics are unchanged. Set once per process; GPU behaviour is left as TRL has it.
+    every position (prompt and padding too), because on compiled backends such as Neuron a varying
+    number of positions would recompile the kernel at every batch. Eager CPU has no such cost, and
+    the LM head is the largest matrix of a small model. The positions skipped are the ones whose
+    results TRL zeroes anyway, so the loss, gradients and logged metrics are unchanged
+    (tests/train/test_train_dpo.py). TRL decides by its module's `_use_triton`; it is switched only
+    while this trainer computes a loss (policy and reference forward), then restored.
     """
+    import types
+
+    import torch
     import trl.trainer.utils as trl_utils
-    from trl.kernels.chunked_logprob import _use_triton
 
-    if getattr(trl_utils._use_triton, "qilin", False):
+    if torch.cuda.is_available():
         return
+    compute_loss = trainer.compute_loss
 
-    def compact(device) -> bool:
-        return device.type == "cpu" or _use_triton(device)
+    def scoped(self, *args, **kwargs):
+        saved = trl_utils._use_triton
+        trl_utils._use_triton = lambda device: device.type == "cpu" or saved(device)
+        try:
+            return compute_loss(*args, **kwargs)
+        finally:
+            trl_utils._use_triton = saved
 
-    compact.qilin = True
-    trl_utils._use_triton = compact
+    trainer.compute_loss = types.MethodType(scoped, trainer)
 
 
 def _reward_metrics(log_history: list[dict]) -> dict:
