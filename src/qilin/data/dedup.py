@@ -88,8 +88,12 @@ class Deduper:
         a, b = self._permutations  # uint32 arrays: datasketch's affine32 parameters for this seed
         h = _fmix(shingle_hashes(norm, self.ngram).astype(np.uint32), 32)[:, None]
         out = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+        buf = np.empty((min(len(h), _CHUNK), self.num_perm), dtype=np.uint32)  # reused: no temporaries
         for i in range(0, len(h), _CHUNK):
-            np.minimum(out, (h[i:i + _CHUNK] * a + b).min(axis=0), out=out)  # uint32 arithmetic wraps mod 2^32
+            part = buf[:len(h[i:i + _CHUNK])]
+            np.multiply(h[i:i + _CHUNK], a, out=part)  # uint32 arithmetic wraps mod 2^32, as datasketch's
+            part += b
+            np.minimum(out, part.min(axis=0), out=out)
         return out
 
     def _similar(self, sig: np.ndarray, other: int) -> bool:
