@@ -5,6 +5,12 @@ The chat template (model/chat.py) wraps each assistant turn's content and its `<
 token (system and user turns, role headers) to -100, so the model learns to answer, and to stop,
 but is not trained to imitate the patient's questions.
 
+By default (`packing: bfd`) whole conversations are packed into rows of `train.max_length` tokens by
+TRL's best-fit decreasing, and each attends only to itself: position_ids restart per conversation,
+which gives a block-diagonal causal mask (train/packing.py). A conversation's loss is what it would be
+alone; a step computes ~no padding. `packing: none` trains one conversation per row, padded. A packed
+row holds several conversations, so `train.batch_size` counts rows, not conversations.
+
 With `rag` set (retrieval-augmented fine-tuning), the first user turn of every conversation gets
 the top passages of an index first, in the same layout as evaluation with retrieval
 (qilin.rag.prompt), so the model learns to use what it is given. The augmented conversations are
