@@ -1,6 +1,6 @@
 """qilin eval vs lm-evaluation-harness: same tiny model, same task, same prompt, same machine.
 
-    python benchmarks/bench_eval.py [--cases cmmlu-0shot,cmmlu-5shot,cmexam-logits,cmexam-qilin-med]
+    python benchmarks/bench_eval.py [--cases cmmlu-0shot,cmmlu-5shot,cmexam-logits,cmexam-letter-run]
                                     [--limit 300] [--batch-size 16] [--lm-eval-batch-size N] [--model DIR]
 
 Builds (unless --model is given) the embedded default model, a tiny Qwen2 (h256 / 4 layers) with a
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", default="cmmlu-0shot,cmmlu-5shot,cmexam-logits,cmexam-qilin-med",
+    ap.add_argument("--cases", default="cmmlu-0shot,cmmlu-5shot,cmexam-logits,cmexam-letter-run",
                     help="comma-separated, from: " + ", ".join(CASES))
     ap.add_argument("--limit", type=int, default=300, help="CMExam questions for the logits case")
     ap.add_argument("--gen-limit", type=int, default=48, help="CMExam questions for the generation case")
@@ -66,7 +66,7 @@ def main() -> int:
         if case not in CASES:
             raise SystemExit(f"unknown case {case}; known: {', '.join(CASES)}")
         task, protocol, shots, layout = CASES[case]
-        limit = {"cmexam-logits": args.limit, "cmexam-qilin-med": args.gen_limit}.get(case)
+        limit = {"cmexam-logits": args.limit, "cmexam-letter-run": args.gen_limit}.get(case)
         data = five_shot_layout(work / "cmmlu5") if layout == "test=dev" else None
         compare(case, task, protocol, shots, data, limit, args, ours, theirs, work / case)
     return 0
@@ -80,7 +80,7 @@ CASES = {
     "cmmlu-0shot": ("cmmlu-medical", "logits", 0, "bundled"),
     "cmmlu-5shot": ("cmmlu-medical", "logits", 5, "test=dev"),
     "cmexam-logits": ("cmexam", "logits", 0, "bundled"),
-    "cmexam-qilin-med": ("cmexam", "qilin-med", 0, "bundled"),
+    "cmexam-letter-run": ("cmexam", "letter-run", 0, "bundled"),
 }
 
 
@@ -113,7 +113,7 @@ def make_tiny_model(out: Path) -> Path:
 def load_both(model_dir: Path, batch_size: int, their_batch_size: int):
     from lm_eval.models.huggingface import HFLM
 
-    from qilin.eval.lm import load_lm
+    from qilin.model.runtime import load_lm
 
     ours = load_lm(model_dir)
     theirs = HFLM(pretrained=str(model_dir), backend="causal", batch_size=their_batch_size, device="cpu",
@@ -122,11 +122,10 @@ def load_both(model_dir: Path, batch_size: int, their_batch_size: int):
 
 
 def run_ours(task, lm, settings, path=None):
-    from qilin.eval.results import _bundled
-    from qilin.eval.tasks import TASKS
+    from qilin.eval.tasks import TASKS, bundled
 
     start = time.perf_counter()
-    rows = TASKS[task].load(path or _bundled(task), settings)
+    rows = TASKS[task].load(path or bundled(task), settings, {}, task)
     lines = TASKS[task].predict(task, lm, rows, settings.protocols, settings)
     return lines, time.perf_counter() - start
 
@@ -144,10 +143,13 @@ def run_lm_eval(hflm, names: list[str], include: Path, limit: int | None):
 
 def compare(case: str, task: str, protocol: str, shots: int, data, limit, args, ours, theirs, work: Path) -> None:
     from qilin.eval.export import export_lm_eval, task_name
-    from qilin.eval.tasks import MEDICAL_SUBJECTS, Settings
+    import dataclasses
 
-    settings = Settings(protocols=[protocol], shots=shots, limit=limit, batch_size=args.batch_size,
-                        max_new_tokens=args.max_new_tokens)
+    from qilin.eval.loaders import MEDICAL_SUBJECTS
+    from qilin.eval.tasks import EvalConfig
+
+    settings = EvalConfig(protocols=[protocol], shots=shots, limit=limit, batch_size=args.batch_size,
+                          max_new_tokens={task: args.max_new_tokens} if args.max_new_tokens else {})
     export_lm_eval([task], {task: data} if data else {}, settings, work)
     if task == "cmexam":
         names = [task_name(task, protocol)]
@@ -155,7 +157,7 @@ def compare(case: str, task: str, protocol: str, shots: int, data, limit, args, 
         names = [task_name(task, protocol, s) for s in MEDICAL_SUBJECTS
                  if (work / f"{task_name(task, protocol, s)}.yaml").is_file()]
     # warm-up (untimed): a few items on each side
-    run_ours(task, ours, Settings(**{**settings.__dict__, "limit": 2, "skipped": {}}), data)
+    run_ours(task, ours, dataclasses.replace(settings, limit=2), data)
     run_lm_eval(theirs, names, work, 2)
 
     t_ours = t_theirs = float("inf")

@@ -43,7 +43,8 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 # The micro recipe: every stage of the Qilin-Med recipe, RAG-SFT included, in seconds.
 MICRO_TRAIN = {"batch_size": 4, "max_length": 128, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0}
-METRICS = ["cmexam.accuracy", "dialogue.bleu1", "dialogue.rouge1", "ppl.medical", "ppl.general",
+METRICS = ["cmexam.accuracy", "cmexam.accuracy_cmexam", "cmmlu.accuracy_macro", "cmb_clin.bleu1", "dialogue.bleu1",
+           "dialogue.rouge1", "ppl.medical", "ppl.general",
            "preference.accuracy"]
 
 
@@ -64,6 +65,7 @@ def micro_recipe(out: Path):
                    # retrieval-augmented SFT, a side path from the same model as `sft`
                    {"stage": "sft", "name": "rag-sft", "from": "cpt", "rag": {"k": 2, "max_chars": 40},
                     "train": {**MICRO_TRAIN, "lr": 1e-3, "max_steps": 2, "max_length": 256}}],
-        "eval": {"dialogue_max_new_tokens": 8, "cmexam_max_new_tokens": 8, "batch_size": 8},
+        "eval": {"max_new_tokens": {"dialogue": 8, "cmexam": 8, "cmb-clin": 8}, "batch_size": 8,
+                 "limits": {"cmb-clin": 2, "cmmlu-medical": 2}},
         "rag": {"compare_tokenizers": False, "model": "dpo"},
     })

@@ -25,7 +25,7 @@ def _overrides(out: Path) -> list[str]:
               "save_steps: 5}}, {stage: dpo, train: {lr: 5.0e-4, max_steps: 6, batch_size: 2, max_length: 256, "
               "save_steps: 3}}]")
     return [f"out={out}", "base.train.max_steps=30", "base.train.save_steps=10", f"stages={stages}",
-            "eval.limit=20", "eval.dialogue_max_new_tokens=24"]
+            "eval.limit=20", "eval.max_new_tokens.dialogue=24"]
 
 
 def _run(out: Path, kill_when=None) -> subprocess.CompletedProcess | None:

@@ -45,7 +45,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
-    from qilin.eval.lm import load_lm
+    from qilin.model.runtime import load_lm
 
     return load_lm(tiny_model_dir)
 

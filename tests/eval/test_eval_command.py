@@ -65,21 +65,22 @@ def files(tmp_path_factory):
 def data_args(d):
     return ["--data", f"cmexam={d / 'cmexam.csv'}", "--data", f"cmmlu-medical={d / 'cmmlu'}",
             "--data", f"cmb-clin={d / 'clin.json'}", "--data", f"dialogue={d / 'qa.jsonl'}",
-            "--data", f"perplexity={d / 'text.txt'}", "--data", f"preference={d / 'pref.jsonl'}"]
+            "--data", f"ppl-medical={d / 'text.txt'}", "--data", f"preference={d / 'pref.jsonl'}"]
 
 
 def test_every_task_writes_protocols_and_recomputes(tiny_model_dir, files, tmp_path, capsys):
     out = tmp_path / "out"
     code, err = qilin("--model", str(tiny_model_dir), "--tasks",
-                      "cmexam,cmmlu-medical,cmb-clin,dialogue,perplexity,preference", *data_args(files),
+                      "cmexam,cmmlu-medical,cmb-clin,dialogue,ppl-medical,preference", *data_args(files),
                       "--protocol", "all", "--shots", "2", "--max-new-tokens", "6", "--batch-size", "2",
                       "--out", str(out))
     assert code == 0, err
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert res["model"]["weights_hash"].startswith("sha256:") and "torch" in res["versions"]
     t = res["tasks"]
-    assert set(t["cmexam"]["protocols"]) == {"qilin-med", "cmexam", "logits"}
-    assert set(t["cmmlu-medical"]["protocols"]) == {"logits", "generation"}
+    assert set(t["cmexam"]["protocols"]) == {"qilin-med", "cmexam", "letter-run", "first-line-union", "logits"}
+    assert set(t["preference"]["protocols"]) == {"mean", "summed-logprob"}
+    assert set(t["cmmlu-medical"]["protocols"]) == {"logits", "extract-choice", "choice-patterns"}
     assert set(t["dialogue"]["protocols"]) == {"char", "qilin-med"}
     for task in t.values():
         for proto in task["protocols"].values():
@@ -143,7 +144,7 @@ def test_bad_input_is_one_line_with_file_and_line(tiny_model_dir, files, tmp_pat
     assert "unknown task" in qilin("--model", str(tiny_model_dir), "--tasks", "mmlu")[1]
     assert "TASK=PATH" in qilin("--model", str(tiny_model_dir), "--tasks", "cmexam", "--data", str(bad))[1]
     assert "only cmmlu-medical" in qilin("--model", str(tiny_model_dir), "--tasks", "cmexam", "--shots", "5")[1]
-    assert "--protocol bogus" in qilin("--model", str(tiny_model_dir), "--tasks", "cmexam", "--protocol", "bogus")[1]
+    assert "protocol bogus" in qilin("--model", str(tiny_model_dir), "--tasks", "cmexam", "--protocol", "bogus")[1]
     assert "--tasks is required" in qilin("--model", str(tiny_model_dir))[1]
     assert "--model DIR is required" in qilin("--tasks", "cmexam")[1]
 
@@ -180,9 +181,9 @@ def test_cmb_clin_judge_against_a_local_fake_endpoint(tiny_model_dir, files, tmp
     assert code == 0, err
     assert len(_FakeJudge.calls) == 3 and _FakeJudge.calls[0]["model"] == "fake"
     assert "参考答案" in _FakeJudge.calls[0]["messages"][0]["content"]
-    j = json.loads((tmp_path / "o" / "results.json").read_text(encoding="utf-8"))["tasks"]["cmb-clin"]["protocols"]["judge"]
-    assert j["metrics"]["judge.fluency"] == {"value": 4.0, "n": 2}         # replies 1 and 3 parse, 2 does not
-    assert j["metrics"]["judge.unparsed"]["value"] == 1 and j["judge"]["url"] == url
+    j = json.loads((tmp_path / "o" / "results.json").read_text(encoding="utf-8"))["tasks"]["cmb-clin"]["protocols"]["cmb-clin-rubric"]
+    assert j["metrics"]["fluency"] == {"value": 4.0, "n": 2}               # replies 1 and 3 parse, 2 does not
+    assert j["metrics"]["unparsed"]["value"] == 1 and j["judge"]["url"] == url
     code, err = qilin("--model", str(tiny_model_dir), "--tasks", "cmb-clin", "--data", f"cmb-clin={files / 'clin.json'}",
                       "--judge", "http://127.0.0.1:9/v1", "--max-new-tokens", "2", "--out", str(tmp_path / "o"))
     assert code == 2 and "judge endpoint" in err
@@ -192,7 +193,7 @@ def test_export_lm_eval_yaml(files, tmp_path):
     import yaml
 
     out = tmp_path / "lm"
-    code, err = qilin("export-lm-eval", "--tasks", "cmexam,cmmlu-medical", "--protocol", "logits,qilin-med",
+    code, err = qilin("export-lm-eval", "--tasks", "cmexam,cmmlu-medical", "--protocol", "logits,letter-run",
                       "--data", f"cmexam={files / 'cmexam.csv'}", "--data", f"cmmlu-medical={files / 'cmmlu'}",
                       "--shots", "2", "--out", str(out))
     assert code == 0, err
@@ -200,7 +201,8 @@ def test_export_lm_eval_yaml(files, tmp_path):
     assert cm["dataset_path"] == "json" and cm["target_delimiter"] == "" and cm["output_type"] == "multiple_choice"
     docs = [json.loads(x) for x in (out / "data" / "cmexam.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [d["target"] for d in docs] == [1, 4, 2]                        # multi-answer: out of range = wrong
-    gen = yaml.safe_load((out / "qilin_cmexam_qilin_med.yaml").read_text(encoding="utf-8"))
+    assert not (out / "qilin_cmexam_qilin_med.yaml").exists()           # Qilin-Med's cascade: not a regex
+    gen = yaml.safe_load((out / "qilin_cmexam_letter_run.yaml").read_text(encoding="utf-8"))
     assert gen["output_type"] == "generate_until" and gen["generation_kwargs"]["do_sample"] is False
     an = yaml.safe_load((out / "qilin_cmmlu_medical_anatomy_logits.yaml").read_text(encoding="utf-8"))
     assert an["num_fewshot"] == 2 and an["fewshot_config"]["sampler"] == "first_n" and an["test_split"] == "test"
@@ -217,12 +219,12 @@ def test_lm_eval_parity_on_the_tiny_model(tiny_model_dir, files, tmp_path):
     from lm_eval.tasks import TaskManager
 
     from qilin.eval.export import export_lm_eval
-    from qilin.eval.lm import load_lm
-    from qilin.eval.tasks import TASKS, Settings
+    from qilin.eval.tasks import TASKS, EvalConfig
+    from qilin.model.runtime import load_lm
 
-    s = Settings(protocols=["logits"], shots=1, batch_size=4)
+    s = EvalConfig(protocols=["logits"], shots=1, batch_size=4)
     export_lm_eval(["cmmlu-medical"], {"cmmlu-medical": files / "cmmlu"}, s, tmp_path)
-    rows = TASKS["cmmlu-medical"].load(files / "cmmlu", s)
+    rows = TASKS["cmmlu-medical"].load(files / "cmmlu", s, {}, "cmmlu-medical")
     ours = {x["id"]: x for x in TASKS["cmmlu-medical"].predict("cmmlu-medical", load_lm(tiny_model_dir), rows,
                                                                 ["logits"], s)}
     hf = HFLM(pretrained=str(tiny_model_dir), backend="causal", batch_size=4, device="cpu", dtype="float32")

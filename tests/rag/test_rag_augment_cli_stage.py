@@ -47,32 +47,23 @@ def _data_dir(tmp_path):
     return tmp_path / "data"
 
 
-def test_evaluate_with_rag_augments_questions_and_records_passages(corpus, tmp_path, monkeypatch):
-    from qilin.eval import suite
+def test_evaluation_with_rag_augments_questions_and_records_passages(corpus, micro_model_dir, tmp_path):
+    """The one evaluation with `rag` set: questions carry their passages, texts stay as they are."""
+    from qilin.eval.results import evaluate_heldout
+    from qilin.eval.tasks import EvalConfig
 
-    seen = {}
-
-    def fake_evaluate(model_dir, data_dir, cfg, out):  # the real evaluate needs a model: record its input
-        rows = {t: _jsonl(data_dir / "eval" / suite.TASKS[t].file) for t in cfg.tasks}
-        seen.update(rows)
-        preds = {t: [{"id": r["id"], "prompt": r.get("question", r.get("text"))} for r in rows[t]] for t in cfg.tasks}
-        (out / "predictions").mkdir(parents=True, exist_ok=True)
-        for t, p in preds.items():
-            write_jsonl(out / "predictions" / f"{t}.jsonl", p)
-        return {"metrics": {"cmexam.accuracy": 1.0}, "protocols": {"cmexam.accuracy": "raw prompt",
-                                                                 "ppl.medical": "perplexity"}, "n": {}, "ci95": {}}
-
-    monkeypatch.setattr(suite, "evaluate", fake_evaluate)
-    cfg = suite.EvalConfig(tasks=["cmexam", "dialogue", "ppl_medical"])
     index = build_index([corpus], tmp_path / "idx", IndexConfig(size=0))
-    result = augment.evaluate_with_rag("model", _data_dir(tmp_path), cfg, tmp_path / "out", index, k=2)
-    assert seen["cmexam"][0]["question"].startswith("以下是参考资料：") and seen["cmexam"][0]["options"]["A"] == "按蚊"
-    assert seen["ppl_medical"][0]["text"] == "医学文本。"  # no question: unchanged
+    cfg = EvalConfig(tasks=["cmexam", "dialogue", "ppl-medical"], protocols=["qilin-med", "char"],
+                     max_new_tokens={"cmexam": 2, "dialogue": 2}, rag=str(index), rag_k=2)
+    metrics = evaluate_heldout(micro_model_dir, _data_dir(tmp_path), cfg, tmp_path / "out")
+    cm = _jsonl(tmp_path / "out" / "predictions" / "cmexam.jsonl")[0]
+    assert cm["prompt"].startswith("以下是参考资料：") and cm["options"]["A"] == "按蚊" and len(cm["passages"]) == 2
     preds = _jsonl(tmp_path / "out" / "predictions" / "dialogue.jsonl")
     assert preds[0]["passages"][0] == 0 and len(preds[0]["passages"]) == 2
-    metrics = read_json(tmp_path / "out" / "metrics.json")
-    assert metrics["rag"]["k"] == 2 and metrics["protocols"]["cmexam.accuracy"].startswith("with retrieval: top-2 bm25")
-    assert metrics["protocols"]["ppl.medical"] == "perplexity" and result["rag"]["tokenizer"] == "char2"
+    assert "passages" not in _jsonl(tmp_path / "out" / "predictions" / "ppl-medical.jsonl")[0]  # no question
+    assert metrics["rag"]["k"] == 2 and metrics["rag"]["tokenizer"] == "char2"
+    assert metrics["protocols"]["cmexam.accuracy"].startswith("with retrieval: top-2 bm25")
+    assert not metrics["protocols"]["ppl.medical"].startswith("with retrieval")
 
 
 def test_rag_stage_builds_index_and_measures_retrieval(corpus, qa_file, tmp_path):

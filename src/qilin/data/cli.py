@@ -79,10 +79,14 @@ def cmd_check(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`qilin data ...` run on its own: the CLI's own entry point, so the same one-line errors and exit 2."""
-    from qilin.cli import main as qilin_main
+    """`qilin data build|check` run on their own, with the CLI's error handling (one-line errors, exit 2)."""
+    import argparse
 
-    return qilin_main(["data", *(sys.argv[1:] if argv is None else argv)])
+    from qilin.entry import run_cli
+
+    parser = argparse.ArgumentParser(prog="qilin data")
+    add_commands(parser.add_subparsers(title="data commands", metavar="COMMAND"))
+    return run_cli(parser, argv)
 
 
 if __name__ == "__main__":

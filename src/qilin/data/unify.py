@@ -84,7 +84,7 @@ class GeneratorSettings:
     temperature: float = doc("sampling temperature (a second try must be able to differ from the first)", 0.7)
     top_p: float = doc("nucleus sampling", 0.9)
     max_tokens: int = doc("longest reply in tokens", 512)
-    backend: Literal["auto", "transformers", "vllm"] = doc("local: vLLM if installed (auto), or force one", "auto")
+    backend: Literal["auto", "transformers", "vllm"] = doc("local: vLLM if installed and a GPU is present (auto), or force one", "auto")
 
 
 @dataclass
@@ -119,6 +119,9 @@ class Generator:
     close: Callable[[], None] = lambda: None
 
 
+SUMMARY = "unify.json"  # the counts and the generator's label, read by the report's unification section
+
+
 def run(cfg: Config) -> Path:
     run = RunFolder(cfg.out)
     if run.is_complete():
@@ -140,7 +143,7 @@ def run(cfg: Config) -> Path:
     atomic_write_jsonl(run.path / "unified.jsonl", [
         {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
          "source": r["source"]} for r in kept])
-    atomic_write_json(run.path / "eval" / "metrics.json", _summary(cfg, segments, done))
+    atomic_write_json(run.path / SUMMARY, _summary(cfg, segments, done))
     return run.finish(inputs={"data": cfg.data}, seed=cfg.seed, extra={"generator": generator_label(cfg)})
 
 
@@ -299,7 +302,7 @@ class _Stopped(Exception):
 
 
 def _summary(cfg: Config, segments: list[dict], done: dict[str, dict]) -> dict:
-    """eval/metrics.json of this stage (the runner then skips its model evaluation: it trains no model)."""
+    """unify.json: the stage's counts, in its own file (eval/ is for benchmark evaluations of models)."""
     records = [done[s["id"]] for s in segments]
     kept = sum(r["status"] == "kept" for r in records)
     why = Counter(r["why"].split(" (")[0] for r in records if r["status"] != "kept")
@@ -413,50 +416,10 @@ def _local_chat(g: GeneratorSettings, seed: int):
     into one generation batch (a model generates a batch almost as fast as one prompt)."""
     if not g.model:
         raise QilinError("unify: generator.kind=local needs generator.model (a model folder)")
-    generate = _vllm_generate(g, seed) if _use_vllm(g) else _hf_generate(g, seed)
+    from qilin.model.generate import chat_generator
+
+    generate = chat_generator(g.model, g.temperature, g.top_p, g.max_tokens, seed, g.backend)
     return _Batcher(generate, max(1, g.concurrency))
-
-
-def _use_vllm(g: GeneratorSettings) -> bool:
-    import importlib.util
-
-    found = importlib.util.find_spec("vllm") is not None
-    if g.backend == "vllm" and not found:
-        raise QilinError("unify: generator.backend=vllm but vLLM is not installed")
-    return g.backend == "vllm" or (g.backend == "auto" and found)
-
-
-def _hf_generate(g: GeneratorSettings, seed: int):
-    import torch
-
-    from qilin.eval.lm import _pad, load_lm
-    from qilin.model.chat import prompt_text
-
-    lm = load_lm(g.model)
-    torch.manual_seed(seed)
-
-    def generate(batch: list[list[dict]]) -> list[str]:
-        ids = [lm.encode(prompt_text(lm.tokenizer, messages)) for messages in batch]
-        input_ids, mask = _pad(ids, lm.pad_id, left=True, device=lm.device)
-        with torch.inference_mode():
-            out = lm.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True,
-                                    temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_tokens,
-                                    eos_token_id=lm.stop_ids, pad_token_id=lm.pad_id)
-        return [lm.decode(row) for row in out[:, input_ids.shape[1]:].tolist()]
-
-    return generate
-
-
-def _vllm_generate(g: GeneratorSettings, seed: int):  # pragma: no cover - needs vLLM and a GPU
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(model=g.model, seed=seed)
-    params = SamplingParams(temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens)
-
-    def generate(batch: list[list[dict]]) -> list[str]:
-        return [o.outputs[0].text for o in llm.chat(batch, params, use_tqdm=False)]
-
-    return generate
 
 
 class _Batcher:

@@ -13,7 +13,7 @@ from qilin.errors import QilinError
 
 MODES = ("run", "export-lm-eval", "show")
 # tasks.TASKS' names, spelled out so that `qilin --help` does not import torch (a test keeps them equal)
-TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "perplexity", "preference")
+TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "ppl-medical", "ppl-general", "preference")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -35,10 +35,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="at most N items per task (per subject for cmmlu-medical)")
     e.add_argument("--batch-size", type=int, default=16, help="prompts per forward / generate batch")
     e.add_argument("--max-new-tokens", type=int, help="override each generation task's default")
-    e.add_argument("--seed", type=int, default=0, help="recorded; decoding is greedy and shots are first-N")
+    e.add_argument("--seed", type=int, default=0, help="seeds CMMLU's random-letter fallback; decoding is greedy, "
+                                                         "shots first-N")
     e.add_argument("--skip-bad", action="store_true", help="skip bad items, counted with the reason per item")
     e.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint to rate CMB-Clin answers")
     e.add_argument("--judge-model", default="gpt-4", help="model name sent to the judge endpoint")
+    e.add_argument("--judge-template", metavar="FILE", help="the CMB README's judge prompt saved to a file: with it "
+                   "the judge gives the official CMB-Clin score (cmb-clin-judge); without, our rubric wording")
     e.add_argument("--rag", metavar="INDEX", help="evaluate with retrieval: the top passages of this `qilin rag "
                    "index` folder go before each question (qilin.rag.prompt); predictions record their ids")
     e.add_argument("--rag-k", type=int, default=3, help="passages per question with --rag (Qilin-Med: 3)")
@@ -70,10 +73,10 @@ def main(args) -> int:
         return 0
     if not args.model:
         raise QilinError("qilin eval: --model DIR is required")
-    from qilin.eval.results import format_results, run_eval
+    from qilin.eval.results import evaluate, format_results
 
     out = Path(args.out or "eval_out")
-    print(format_results(run_eval(Path(args.model), tasks, data, settings, out)))
+    print(format_results(evaluate(Path(args.model), data, settings, out, tasks)))
     print(out / "results.json")
     return 0
 
@@ -89,13 +92,14 @@ def _data(values: list[str]) -> dict[str, Path]:
 
 
 def _settings(args):
-    from qilin.eval.tasks import Settings
+    """The command line as the one evaluation config (qilin.eval.tasks.EvalConfig); ranges are checked
+    by the evaluation itself, the same way for a recipe's `eval:` section."""
+    from qilin.eval.tasks import EvalConfig
 
-    for name in ("shots", "batch_size", "limit", "max_new_tokens"):
-        v = getattr(args, name)
-        if v is not None and (v < 0 or (v == 0 and name not in ("shots",))):
-            raise QilinError(f"--{name.replace('_', '-')} {v}: must be positive")
-    protocols = [p.strip() for p in args.protocol.split(",")] if args.protocol else None
-    return Settings(protocols=protocols, shots=args.shots, limit=args.limit, batch_size=args.batch_size,
-                    max_new_tokens=args.max_new_tokens, seed=args.seed, skip_bad=args.skip_bad,
-                    judge=args.judge, judge_model=args.judge_model, rag=args.rag, rag_k=args.rag_k)
+    protocols = [p.strip() for p in args.protocol.split(",")] if args.protocol else []
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    new_tokens = {t: args.max_new_tokens for t in tasks} if args.max_new_tokens is not None else {}
+    return EvalConfig(tasks=tasks, protocols=protocols, shots=args.shots, limit=args.limit,
+                      batch_size=args.batch_size, max_new_tokens=new_tokens, seed=args.seed, skip_bad=args.skip_bad,
+                      judge=args.judge, judge_model=args.judge_model, judge_template=args.judge_template,
+                      rag=args.rag, rag_k=args.rag_k)

@@ -12,8 +12,8 @@ Equivalences, protocol by protocol:
   so lm-eval scores log p(letter | prompt) exactly where we read the next-token distribution; it
   takes the argmax over the letters, as we do. A multi-answer CMExam question gets the out-of-range
   target len(choices), which lm-eval scores as wrong (as our accuracy on all questions does).
-- `qilin-med` (CMExam) -> `generate_until`, greedy, same max_gen_toks, then a regex filter taking the
-  first ASCII word made only of A-E. Equal to our rule on five-option questions; on a four-option
+- `letter-run` (CMExam, our own rule) -> `generate_until`, greedy, same max_gen_toks, then a regex
+  filter taking the first ASCII word made only of A-E. Equal to our rule on five-option questions; on a four-option
   question our rule also skips a word containing E (lm-eval's filter has no per-question letters).
 - CMMLU shots -> `fewshot_config: sampler: first_n` from the dev split, description as the official
   CMMLU prompt, `fewshot_delimiter: "\\n\\n"`; when the evaluated split is dev itself lm-eval leaves
@@ -27,20 +27,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from qilin.errors import QilinError
-from qilin.eval.tasks import CMMLU_DESCRIPTION, MEDICAL_SUBJECTS, TASKS, Settings, choose_protocols
+from qilin.eval.loaders import MEDICAL_SUBJECTS
+from qilin.eval.tasks import TASKS, EvalConfig, bundled, choose_protocols
 from qilin.runs import atomic_write_jsonl, atomic_write_text
 
 EXPORTABLE = ("cmexam", "cmmlu-medical")
 CMEXAM_TEXT = "{{question}}\n{{options_text}}\n答案："
+CMMLU_DESCRIPTION = "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
 CMMLU_TEXT = "题目：{{question}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\n答案是："
-# the qilin-med rule as one regex (first match): an ASCII word made only of option letters
-QILIN_MED_REGEX = r"(?<![A-Za-z0-9])([A-E]+)(?![A-Za-z0-9])"
+# the letter-run rule as one regex (first match): an ASCII word made only of option letters
+LETTER_RUN_REGEX = r"(?<![A-Za-z0-9])([A-E]+)(?![A-Za-z0-9])"
 
 
-def export_lm_eval(tasks: list[str], data: dict[str, Path], settings: Settings, out: Path) -> list[Path]:
+def export_lm_eval(tasks: list[str], data: dict[str, Path], settings: EvalConfig, out: Path) -> list[Path]:
     """Write the data files and task YAMLs; returns the YAML paths (task files first, then groups)."""
-    from qilin.eval.results import _bundled
-
     other = [t for t in tasks if t not in EXPORTABLE]
     if other:
         raise QilinError(f"export-lm-eval: {', '.join(other)} cannot be exported (only {', '.join(EXPORTABLE)} "
@@ -48,8 +48,8 @@ def export_lm_eval(tasks: list[str], data: dict[str, Path], settings: Settings, 
     protocols = choose_protocols(tasks, settings.protocols)
     written = []
     for task in tasks:
-        path = Path(data[task]) if task in data else _bundled(task)
-        rows = TASKS[task].load(path, settings)  # with --limit: the first N (per subject), as `qilin eval`
+        path = Path(data[task]) if task in data else bundled(task)
+        rows = TASKS[task].load(path, settings, {}, task)  # with --limit: the first N (per subject), as `qilin eval`
         if task == "cmexam":
             written += _cmexam(rows, protocols[task], settings, out)
         else:
@@ -63,7 +63,7 @@ def task_name(task: str, protocol: str, subject: str | None = None) -> str:
     return "_".join(p.replace("-", "_") for p in parts if p)
 
 
-def _cmexam(rows: list[dict], protocols: list[str], s: Settings, out: Path) -> list[Path]:
+def _cmexam(rows: list[dict], protocols: list[str], s: EvalConfig, out: Path) -> list[Path]:
     docs = []
     for r in rows:
         letters = sorted(r["options"])
@@ -78,16 +78,17 @@ def _cmexam(rows: list[dict], protocols: list[str], s: Settings, out: Path) -> l
                 "doc_to_text": CMEXAM_TEXT}
         if proto == "logits":
             body = _multiple_choice("{{letters}}", "{{target}}")
-        elif proto == "qilin-med":
-            body = _generate(s.max_new_tokens or TASKS["cmexam"].max_new_tokens, QILIN_MED_REGEX)
+        elif proto == "letter-run":
+            body = _generate(s.new_tokens("cmexam"), LETTER_RUN_REGEX)
         else:
-            raise QilinError(f"export-lm-eval: cmexam protocol {proto} has no lm-eval equivalent "
-                             "(the official union rule needs the option texts per question)")
+            raise QilinError(f"export-lm-eval: cmexam protocol {proto} has no lm-eval equivalent (its rule "
+                             "needs the option texts per question, or a cascade no regex filter expresses); "
+                             "export logits or letter-run")
         paths.append(_yaml(out / f"{head['task']}.yaml", {**head, **body}))
     return paths
 
 
-def _cmmlu(rows: list[dict], protocols: list[str], s: Settings, out: Path) -> list[Path]:
+def _cmmlu(rows: list[dict], protocols: list[str], s: EvalConfig, out: Path) -> list[Path]:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["subject"], []).append(r)
@@ -135,7 +136,7 @@ def _multiple_choice(choices, target: str) -> dict:
 def _generate(max_new_tokens: int, regex: str) -> dict:
     return {"output_type": "generate_until", "doc_to_target": "{{answer}}", "target_delimiter": "",
             "generation_kwargs": {"until": ["<|im_end|>"], "do_sample": False, "max_gen_toks": max_new_tokens},
-            "filter_list": [{"name": "qilin-med", "filter": [
+            "filter_list": [{"name": "letter-run", "filter": [
                 {"function": "regex", "regex_pattern": regex, "group_select": 0, "fallback": ""},
                 {"function": "take_first"}]}],
             "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],

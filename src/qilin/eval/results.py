@@ -1,13 +1,19 @@
-"""`qilin eval`: run benchmark tasks on one model and write `OUT/results.json` and
-`OUT/predictions/<task>.jsonl`; recompute every number from the predictions; show a results file.
+"""THE evaluation: `evaluate(model_dir, data, cfg, out)` runs tasks of the task table (eval/tasks.py)
+and writes `OUT/results.json`, `OUT/predictions/<task>.jsonl` and `OUT/metrics.json`. `qilin eval` calls
+it with the user's files; the evaluation after every stage of `qilin run` calls it (`evaluate_heldout`)
+with the data stage's held-out files. Same model, same files, same config: same numbers.
 
-results.json (schema 1):
-    {"schema": 1, "model": {"dir", "weights_hash"}, "versions": {...}, "settings": {...},
+results.json (schema 2):
+    {"schema": 2, "model": {"dir", "weights_hash"}, "versions": {...}, "settings": {...},
      "tasks": {task: {"data": {"path", "bundled", "hash", "items", "skipped": {"count", "items"}},
                       "seconds", "items_per_second",
                       "protocols": {protocol: {<describe(): prompt_template, shots, shot_selection,
                                                seed, decoding, extraction, metric_variant>,
                                                "n_items", "metrics": {name: {"value", "n", ...}}}}}}}
+metrics.json, the flat view the recipe's summary and the report read, derived from results.json:
+    {"metrics": {name: value}, "protocols": {name: one line}, "n": {name: items}, "ci95": {name: [lo, hi]},
+     "seconds": {task: s}, "rag": {...} (with retrieval)}
+with names from tasks.flat_name (cmexam.accuracy = the qilin-med protocol, cmexam.accuracy_logits, ...).
 """
 
 from __future__ import annotations
@@ -19,67 +25,118 @@ from dataclasses import asdict
 from pathlib import Path
 
 from qilin.errors import QilinError
-from qilin.eval.tasks import TASKS, Settings, choose_protocols, describe, read_json_lines
-from qilin.runs import atomic_write_json, atomic_write_jsonl, file_hash, read_json, versions
+from qilin.eval.tasks import TASKS, EvalConfig, bundled, check_tasks, choose_protocols, describe, flat_name, one_line
+from qilin.runs import atomic_write_json, atomic_write_jsonl, file_hash, iter_jsonl, read_json, versions
 
-SCHEMA = 1
+SCHEMA = 2
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
-def run_eval(model_dir: str | Path, tasks: list[str], data: dict[str, str | Path], settings: Settings,
-             out_dir: str | Path) -> dict:
-    """Evaluate; every input is read and checked before the model loads, so a bad file fails fast."""
+def evaluate(model_dir: str | Path, data: dict[str, str | Path], cfg: EvalConfig, out_dir: str | Path,
+             tasks: list[str] | None = None) -> dict:
+    """Evaluate `tasks` (default cfg.tasks) on the files in `data` (task -> path; a task without one
+    reads its bundled demo split). Every input is read and checked before the model loads, so a bad
+    file fails fast. Returns the results.json dict."""
     model_dir, out = Path(model_dir), Path(out_dir)
-    unknown = [t for t in list(tasks) + list(data) if t not in TASKS]
-    if unknown:
-        raise QilinError(f"unknown task {', '.join(unknown)}; known: {', '.join(TASKS)}")
-    if settings.shots and not any(TASKS[t].shots_allowed for t in tasks):
-        raise QilinError(f"--shots {settings.shots}: only cmmlu-medical takes shots (the others are zero-shot)")
-    protocols = choose_protocols(tasks, settings.protocols)
-    if settings.judge and "cmb-clin" in tasks:
-        protocols["cmb-clin"].append("judge")
-    paths = {t: Path(data[t]) if t in data else _bundled(t) for t in tasks}
-    rows = {t: TASKS[t].load(paths[t], settings) for t in tasks}
-    if settings.rag:
-        rows = _with_passages(rows, settings)
+    tasks = list(tasks or cfg.tasks)
+    if not tasks:
+        raise QilinError("eval: no tasks given")
+    check_tasks(tasks + [t for t in data if t not in tasks], cfg)
+    from qilin.model.load import check_model_dir
 
-    from qilin.eval.lm import load_lm
+    check_model_dir(model_dir)
+    judge = None
+    if cfg.judge:
+        from qilin.eval.judge import load_template
+
+        judge = load_template(cfg.judge_template)[1]  # the template decides the judge protocol's name
+    protocols = choose_protocols(tasks, cfg.protocols, judge)
+    paths = {t: Path(data[t]) if t in data else bundled(t) for t in tasks}
+    skipped: dict[str, list] = {}
+    rows = {t: TASKS[t].load(paths[t], cfg, skipped, t) for t in tasks}
+    passages, index_meta = _with_passages(rows, cfg) if cfg.rag else ({}, {})
+
+    from qilin.model.runtime import load_lm
 
     lm = load_lm(model_dir)
     result = {"schema": SCHEMA, "model": {"dir": str(model_dir.resolve()), "weights_hash": weights_hash(model_dir)},
-              "versions": _versions(), "settings": {**_settings(settings), "tasks": tasks}, "tasks": {}}
+              "versions": _versions(), "settings": {**asdict(cfg), "tasks": tasks}, "tasks": {}}
     for t in tasks:
         start = time.perf_counter()
-        lines = TASKS[t].predict(t, lm, rows[t], protocols[t], settings)
-        if settings.rag:
-            passages = {r["id"]: r.get("rag_passages") for r in rows[t]}
-            lines = [{**line, "passages": passages.get(line.get("id"))} for line in lines]
+        lines = TASKS[t].predict(t, lm, rows[t], protocols[t], cfg)
+        if t in passages:
+            lines = [{**line, "passages": passages[t].get(line["id"])} for line in lines]
         seconds = time.perf_counter() - start
         atomic_write_jsonl(out / "predictions" / f"{t}.jsonl", lines)
-        skipped = settings.skipped.get(t, [])
         result["tasks"][t] = {
             "data": {"path": str(paths[t]), "bundled": t not in data, "hash": file_hash(paths[t]),
-                     "items": len(rows[t]), "skipped": {"count": len(skipped), "items": skipped}},
+                     "items": len(rows[t]), "skipped": {"count": len(skipped.get(t, [])), "items": skipped.get(t, [])}},
             "seconds": round(seconds, 3), "items_per_second": round(len(rows[t]) / seconds, 3) if seconds else None,
-            "protocols": {p: {**describe(t, p, settings), **score_lines(t, p, lines)} for p in protocols[t]}}
+            "protocols": {p: {**describe(t, p, cfg), **score_lines(t, p, lines)} for p in protocols[t]}}
+    del lm
     result = _json_safe(result)
+    if cfg.rag:
+        result["rag"] = {"index": str(cfg.rag), "k": cfg.rag_k, "mode": cfg.rag_mode, "max_chars": cfg.rag_max_chars,
+                         **index_meta, "tasks": sorted(passages)}
     atomic_write_json(out / "results.json", result)
+    atomic_write_json(out / "metrics.json", flat_view(result))
     return result
 
 
-# Retrieval changes the question text only (qilin.rag.prompt): the field each task asks with.
-RAG_FIELDS = {"cmexam": "question", "cmmlu-medical": "question", "dialogue": "question", "preference": "prompt"}
+def heldout_data(data_dir: str | Path, cfg: EvalConfig) -> tuple[list[str], dict[str, Path]]:
+    """The tasks to run after a stage and their files in the data stage's eval/ folder: cfg.tasks
+    (each file must be there), or every task whose held-out file the data stage wrote."""
+    eval_dir = Path(data_dir) / "eval"
+    if cfg.tasks:
+        missing = [t for t in cfg.tasks if t in TASKS and not (eval_dir / TASKS[t].heldout).is_file()]
+        if missing:
+            raise QilinError(f"eval tasks {', '.join(missing)}: the data stage wrote no "
+                             + ", ".join(str(eval_dir / TASKS[t].heldout) for t in missing))
+        tasks = list(cfg.tasks)
+    else:
+        tasks = [t for t, task in TASKS.items() if (eval_dir / task.heldout).is_file()]
+    return tasks, {t: eval_dir / TASKS[t].heldout for t in tasks if t in TASKS}
 
 
-def _with_passages(rows: dict[str, list[dict]], settings: Settings) -> dict[str, list[dict]]:
-    """Each task's items with their top-k passages before the question; tasks without a single
-    question (perplexity texts, CMB-Clin's multi-turn cases) are left as they are."""
+def evaluate_heldout(model_dir: str | Path, data_dir: str | Path, cfg: EvalConfig, out_dir: str | Path) -> dict:
+    """The evaluation after a stage: `evaluate` over the data stage's held-out files; returns metrics.json."""
+    tasks, data = heldout_data(data_dir, cfg)
+    evaluate(model_dir, data, cfg, out_dir, tasks)
+    return read_json(Path(out_dir) / "metrics.json")
+
+
+def flat_view(result: dict) -> dict:
+    """metrics.json from a results.json dict: one name per (task, protocol, metric)."""
+    out: dict = {"metrics": {}, "protocols": {}, "n": {}, "ci95": {}, "seconds": {}}
+    for task, tr in result["tasks"].items():
+        out["seconds"][task] = tr["seconds"]
+        for proto, pr in tr["protocols"].items():
+            line = one_line(pr, proto)
+            for metric, m in pr["metrics"].items():
+                name = flat_name(task, proto, metric)
+                out["metrics"][name], out["protocols"][name], out["n"][name] = m["value"], line, m["n"]
+                if "ci95" in m:
+                    out["ci95"][name] = m["ci95"]
+    if "rag" in result:
+        out["rag"] = result["rag"]
+    return out
+
+
+def _with_passages(rows: dict[str, list[dict]], cfg: EvalConfig) -> tuple[dict[str, dict[str, list]], dict]:
+    """Put each task's top-k passages before its question (in place); return task -> {id: passage
+    ids}, and the index's tokenizer and size.
+    Tasks without a single question (perplexity texts, CMB-Clin's multi-turn cases) are left alone."""
     from qilin.rag.augment import augment_records
     from qilin.rag.retrieve import Index
 
-    index = Index(settings.rag)  # a missing or incompatible index is a QilinError
-    return {t: augment_records(index, r, RAG_FIELDS[t], settings.rag_k) if t in RAG_FIELDS else r
-            for t, r in rows.items()}
+    index = Index(cfg.rag)  # a missing or incompatible index is a QilinError
+    out = {}
+    for t, items in rows.items():
+        field = TASKS[t].rag_field
+        if field:
+            rows[t] = augment_records(index, items, field, cfg.rag_k, cfg.rag_mode, cfg.rag_max_chars)
+            out[t] = {r["id"]: r["rag_passages"] for r in rows[t]}
+    return out, {"tokenizer": index.meta.get("tokenizer"), "passages": len(index)}
 
 
 def score_lines(task: str, protocol: str, lines: list[dict]) -> dict:
@@ -91,7 +148,7 @@ def recompute(out_dir: str | Path) -> dict:
     """{task: {protocol: metrics}} from predictions/*.jsonl alone (nothing else is read)."""
     out = {}
     for path in sorted((Path(out_dir) / "predictions").glob("*.jsonl")):
-        lines = read_json_lines(path)
+        lines = [r for _, r in iter_jsonl(path, "predictions file")]
         task = path.stem
         for p in dict.fromkeys(x["protocol"] for x in lines):
             out.setdefault(task, {})[p] = _json_safe(score_lines(task, p, lines))["metrics"]
@@ -129,6 +186,9 @@ def format_results(result: dict) -> str:
                 value = "n/a" if m["value"] is None else f"{m['value']:.4f}"
                 ci = f"  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if "ci95" in m else ""
                 out.append(f"    {task}.{proto}.{name:<44} {value:>10}  n={m['n']}{ci}")
+        if task == "cmb-clin" and "cmb-clin-judge" not in tr["protocols"]:
+            out.append("  the official CMB-Clin score (judge ratings with the CMB README's prompt) was NOT computed; "
+                       "give --judge URL --judge-template FILE for it")
     return "\n".join(out)
 
 
@@ -142,22 +202,6 @@ def show(path: str | Path) -> str:
 
 def _decoding(d: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items())
-
-
-def _bundled(task: str) -> Path:
-    from qilin.eval.tasks import BUNDLED
-
-    path = BUNDLED / TASKS[task].demo
-    if not path.exists():
-        raise QilinError(f"{task}: the bundled demo split {path} is not here (installed without the repository's "
-                         f"data/); pass --data {task}=PATH")
-    return path
-
-
-def _settings(s: Settings) -> dict:
-    d = asdict(s)
-    d.pop("skipped")
-    return d
 
 
 def _versions() -> dict:

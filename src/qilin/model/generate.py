@@ -1,12 +1,13 @@
 """THE sampling interface: N answers per chat prompt, through vLLM when it is installed (and a GPU is
-there to run it), through transformers' batched `generate` otherwise.
+there to run it), through the model runtime (model/runtime.py, transformers' batched `generate`)
+otherwise. The engine choice (`backend_for`) and the decoding rules live here and nowhere else.
 
-Rejection sampling (train/rejection.py) calls `sample(model_dir, prompts, settings)` and never needs
-to know which engine ran. Both engines see the same inputs: each prompt is rendered with the model's
+Rejection sampling (train/rejection.py) calls `sample(model_dir, prompts, settings)`, unification's
+local generator `chat_generator(...)`; neither needs to know which engine ran. Both engines see the same inputs: each prompt is rendered with the model's
 chat template (model/chat.py) and ends with the assistant header, and generation stops at the end of
 the assistant turn (`<|im_end|>`) or at EOS.
 
-The transformers path repeats every prompt N times and batches the copies, left-padded (lm.py explains
+The transformers path repeats every prompt N times and batches the copies, left-padded (model/runtime.py explains
 why left padding keeps a padded row identical to an unpadded one); the order of the answers is
 deterministic for a given seed on a given machine.
 """
@@ -61,6 +62,51 @@ def sample(model_dir: str | Path, prompts: list[str], settings: Sampling) -> lis
     return _sample_transformers(Path(model_dir), prompts, settings)
 
 
+def chat_generator(model_dir: str | Path, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+                   backend: str = "auto"):
+    """A function batch-of-conversations -> one sampled reply each, on the engine `backend` resolves to
+    (unification's local generator). Same decoding rules as `sample`: the model's chat template, stop at
+    the end of the assistant turn or EOS, top_p alone decides the nucleus."""
+    engine = backend_for(backend)
+    log.info("local generator %s with %s (temperature %.2f, top_p %.2f)", model_dir, engine, temperature, top_p)
+    if engine == "vllm":
+        return _vllm_chat(Path(model_dir), temperature, top_p, max_new_tokens, seed)
+    import torch
+
+    from qilin.model.chat import prompt_text
+    from qilin.model.runtime import Decoding, load_lm
+
+    lm = load_lm(model_dir)
+    torch.manual_seed(seed)  # once: each batch continues the same random stream
+    decoding = Decoding(do_sample=True, temperature=temperature, top_p=top_p)
+
+    def generate(batch: list[list[dict]]) -> list[str]:
+        prompts = [prompt_text(lm.tokenizer, messages) for messages in batch]
+        return lm.generate(prompts, max_new_tokens, len(prompts), decoding)
+
+    return generate
+
+
+def _vllm_chat(model_dir: Path, temperature: float, top_p: float, max_new_tokens: int, seed: int):
+    """pragma: no cover - needs vLLM and a GPU."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from qilin.model.chat import ensure_chat_template, prompt_text, stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    ensure_chat_template(tokenizer)
+    llm = LLM(model=str(model_dir), seed=seed, dtype="auto")
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                            stop_token_ids=stop_token_ids(tokenizer), seed=seed)
+
+    def generate(batch: list[list[dict]]) -> list[str]:
+        prompts = [prompt_text(tokenizer, messages) for messages in batch]
+        return [r.outputs[0].text for r in llm.generate(prompts, params, use_tqdm=False)]
+
+    return generate
+
+
 def chat_prompts(tokenizer, prompts: list[str]) -> list[str]:
     """Each user prompt as the text the model continues: the chat template plus the assistant header."""
     from qilin.model.chat import prompt_text
@@ -69,30 +115,17 @@ def chat_prompts(tokenizer, prompts: list[str]) -> list[str]:
 
 
 def _sample_transformers(model_dir: Path, prompts: list[str], settings: Sampling) -> list[list[str]]:
-    import torch
-    from transformers import GenerationConfig
-
-    from qilin.eval.lm import _batches, _pad, load_lm
+    """Every prompt repeated N times and batched through the one runtime (model/runtime.py)."""
+    from qilin.model.runtime import Decoding, load_lm
 
     lm = load_lm(model_dir)
-    # Our own GenerationConfig: a checkpoint's saved sampling settings must not change the run's.
-    # top_k=0 turns off transformers' default top-k 50, so top_p alone decides the nucleus.
-    gen_cfg = GenerationConfig(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0,
-                               max_new_tokens=settings.max_new_tokens, eos_token_id=lm.stop_ids,
-                               pad_token_id=lm.pad_id, use_cache=True)
-    ids = [lm.encode(p) for p in chat_prompts(lm.tokenizer, prompts)]
+    rendered = chat_prompts(lm.tokenizer, prompts)
     copies = [i for i in range(len(prompts)) for _ in range(settings.n)]  # prompt index of every sequence
+    decoding = Decoding(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+    texts = lm.generate([rendered[c] for c in copies], settings.max_new_tokens, settings.batch_size, decoding)
     out: list[list[str]] = [[] for _ in prompts]
-    texts: dict[int, str] = {}
-    torch.manual_seed(settings.seed)
-    with torch.inference_mode():
-        for idx in _batches([ids[p] for p in copies], settings.batch_size, "sample"):
-            input_ids, mask = _pad([ids[copies[c]] for c in idx], lm.pad_id, left=True, device=lm.device)
-            gen = lm.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
-            for c, row in zip(idx, gen[:, input_ids.shape[1]:].tolist()):
-                texts[c] = lm.decode(row)
-    for c in range(len(copies)):
-        out[copies[c]].append(texts[c])
+    for c, text in zip(copies, texts):
+        out[c].append(text)
     del lm
     return out
 

@@ -1,11 +1,11 @@
-"""Retrieval put to work: evaluation with retrieval, and retrieval-augmented SFT data.
+"""Retrieval put to work: retrieval-augmented items for evaluation, and retrieval-augmented SFT data.
 
-`evaluate_with_rag` runs the ordinary evaluation (qilin.eval.suite.evaluate) on a copy of the eval
-files whose questions carry their retrieved passages (prompt.rag_text), so every task keeps its
-own protocol and the only difference from the row without retrieval is the passages. Tasks with a
-question (CMExam, dialogue, preference prompts) are augmented; perplexity texts have no question
-and are scored unchanged. Each prediction record gains `passages`: the ids of the passages its
-prompt contained (rows of the index's passages.jsonl).
+`augment_records` puts each item's retrieved passages before its question (prompt.rag_text); the one
+evaluation (qilin.eval.results.evaluate with `rag` set) uses it, so every task keeps its own protocol
+and the only difference from the row without retrieval is the passages. Tasks with a question
+(CMExam, CMMLU, dialogue, preference prompts) are augmented; perplexity texts and CMB-Clin's
+multi-turn cases are scored unchanged. Each prediction line gains `passages`: the ids of the passages
+its prompt contained (rows of the index's passages.jsonl).
 
 `augment_sft` does the same to SFT conversations (JSONL in -> JSONL out), so that a model learns to
 use what it is given (Qilin-Med-RAG trains without it; item 6 of the RAG issue tries it). The index
@@ -24,30 +24,12 @@ from pathlib import Path
 from qilin.errors import InputError, QilinError
 from qilin.rag.prompt import MAX_CHARS, rag_text
 from qilin.rag.retrieve import Index
-from qilin.runs import atomic_write_json, atomic_write_jsonl, iter_jsonl
+from qilin.runs import atomic_write_jsonl, iter_jsonl
 
 # task -> (eval file, the field that holds the question); the others are copied unchanged.
 AUGMENTED = {"cmexam": ("cmexam.jsonl", "question"), "dialogue": ("dialogue.jsonl", "question"),
              "preference": ("preference.jsonl", "prompt")}
 SELF_NGRAM, SELF_SHARE = 8, 0.5
-
-
-def rag_eval_data(index: Index, data_dir: str | Path, out_dir: str | Path, tasks: list[str], k: int = 3,
-                  limit: int | None = None, mode: str = "bm25", max_chars: int = MAX_CHARS) -> Path:
-    """A data folder `out_dir` whose eval/ files are those of `data_dir` with retrieval-augmented
-    questions (each record gains `rag_passages`); returns `out_dir`."""
-    from qilin.eval.suite import TASKS
-
-    src, dst = Path(data_dir) / "eval", Path(out_dir) / "eval"
-    for task in tasks:
-        if task not in TASKS:
-            continue  # evaluate() names unknown tasks
-        name = TASKS[task].file
-        rows = _read(src / name, limit)
-        if task in AUGMENTED:
-            rows = augment_records(index, rows, AUGMENTED[task][1], k, mode, max_chars)
-        atomic_write_jsonl(dst / name, rows)
-    return Path(out_dir)
 
 
 def augment_records(index: Index, records: list[dict], field: str = "question", k: int = 3, mode: str = "bm25",
@@ -62,33 +44,6 @@ def augment_records(index: Index, records: list[dict], field: str = "question", 
         out.append({**r, field: rag_text(r[field], [h["text"] for h in hits], max_chars),
                     "rag_passages": [h["id"] for h in hits]})
     return out
-
-
-def evaluate_with_rag(model_dir: str | Path, data_dir: str | Path, cfg, out_dir: str | Path,
-                      index: Index | str | Path, k: int = 3, mode: str = "bm25", max_chars: int = MAX_CHARS) -> dict:
-    """`evaluate(...)` with retrieval: metrics.json and predictions/ in `out_dir` as usual, plus
-    `rag` (index, k, mode, template) in metrics.json and `passages` in every augmented prediction."""
-    from qilin.eval.suite import evaluate
-
-    index = index if isinstance(index, Index) else Index(index)
-    out = Path(out_dir)
-    rag_data = rag_eval_data(index, data_dir, out / "rag_data", cfg.tasks, k, cfg.limit, mode, max_chars)
-    result = evaluate(model_dir, rag_data, cfg, out)
-    how = (f"with retrieval: top-{k} {mode} passages from {index.path} ({index.meta['tokenizer']} "
-           f"tokenisation, {len(index)} passages) placed before the question (qilin.rag.prompt)")
-    for task in cfg.tasks:
-        if task in AUGMENTED:
-            ids = {r["id"]: r["rag_passages"] for r in _read(rag_data / "eval" / AUGMENTED[task][0], cfg.limit)}
-            preds = _read(out / "predictions" / f"{task}.jsonl")
-            atomic_write_jsonl(out / "predictions" / f"{task}.jsonl",
-                               [{**p, "passages": ids.get(p["id"], [])} for p in preds])
-    prefix = {t.split(".")[0] for t in result["protocols"]}
-    result["protocols"] = {m: (f"{how}; {p}" if m.split(".")[0] in ("cmexam", "dialogue", "preference") else p)
-                           for m, p in result["protocols"].items()}
-    result["rag"] = {"index": str(index.path), "k": k, "mode": mode, "max_chars": max_chars,
-                     "tokenizer": index.meta["tokenizer"], "passages": len(index), "tasks": sorted(prefix)}
-    atomic_write_json(out / "metrics.json", result)
-    return result
 
 
 def augment_sft(index: Index | str | Path, in_path: str | Path, out_path: str | Path, k: int = 3,

@@ -51,7 +51,7 @@ class Config:
     mode: str = doc("retrieval: bm25, dense (needs index.dense_model) or hybrid", "bm25")
     max_chars: int = doc("characters kept of each passage in the prompt", MAX_CHARS)
     compare_tokenizers: bool = doc("measure retrieval quality for every tokenisation, not only the index's", True)
-    eval: dict = doc("qilin.eval.suite.EvalConfig options for the evaluation with retrieval", {})
+    eval: dict = doc("qilin.eval.tasks.EvalConfig options for the evaluation with retrieval", {})
     compare: dict[str, Path] = doc("more models to evaluate with retrieval, by name: summary rows `<name>+rag` "
                                    "(needs `data`)", {})
 
@@ -87,14 +87,17 @@ def ensure_index(cfg: Config) -> Path:
 
 
 def _evaluate(cfg: Config, model: Path, out: Path) -> dict:
-    """One model evaluated with retrieval into `out` (kept if already complete)."""
-    from qilin.eval.suite import EvalConfig
-    from qilin.rag.augment import evaluate_with_rag
+    """One model evaluated with retrieval into `out` (kept if already complete): the ordinary
+    evaluation of the held-out sets with the index's passages before each question."""
+    from qilin.eval.results import evaluate_heldout
+    from qilin.eval.tasks import EvalConfig
 
     if (out / "metrics.json").is_file():
         return read_json(out / "metrics.json")
-    eval_cfg = qconfig.build(EvalConfig, cfg.eval, "rag.eval")
-    return evaluate_with_rag(model, cfg.data, eval_cfg, out, Path(cfg.out) / "index", cfg.k, cfg.mode, cfg.max_chars)
+    retrieval = {"rag": str(Path(cfg.out) / "index"), "rag_k": cfg.k, "rag_mode": cfg.mode,
+                 "rag_max_chars": cfg.max_chars}
+    eval_cfg = qconfig.build(EvalConfig, {**cfg.eval, **retrieval}, "rag.eval")
+    return evaluate_heldout(model, cfg.data, eval_cfg, out)
 
 
 def retrieval_metrics(cfg: Config) -> dict:

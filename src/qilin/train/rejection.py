@@ -46,7 +46,7 @@ from qilin import dist
 from qilin.config import doc
 from qilin.data.unify import GeneratorSettings
 from qilin.errors import InputError, QilinError
-from qilin.eval.suite import EvalConfig
+from qilin.eval.tasks import EvalConfig
 from qilin.model.generate import Sampling
 from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, read_json
 from qilin.train.common import TrainSettings
@@ -145,7 +145,7 @@ def prompt_pool(path: str | Path, max_chars: int) -> list[dict]:
 
 def _round(cfg: Config, t: int, share: list[dict], policy: Path) -> tuple[Path, dict]:
     """One round, each step skipped when its output exists: sample+score, keep, fine-tune, evaluate."""
-    from qilin.eval.suite import evaluate
+    from qilin.eval.results import evaluate_heldout
     from qilin.train import sft
 
     # Under a multi-process launch, sampling, keeping and evaluation run in the main process and the
@@ -163,7 +163,7 @@ def _round(cfg: Config, t: int, share: list[dict], policy: Path) -> tuple[Path, 
     row = dict(read_json(folder / "stats.json"))
     if cfg.eval_data is not None:
         if main and not (folder / "eval" / "metrics.json").is_file():
-            evaluate(model, cfg.eval_data, cfg.eval, folder / "eval")
+            evaluate_heldout(model, cfg.eval_data, cfg.eval, folder / "eval")
         dist.barrier()
         row.update(read_json(folder / "eval" / "metrics.json")["metrics"])
     return model, row

@@ -1,5 +1,7 @@
-"""A loaded causal LM exposing the operations the benchmarks need (lm-evaluation-harness style):
-greedy generation, next-token log-probabilities, continuation log-likelihoods, perplexity.
+"""THE model runtime: a loaded causal LM exposing batched generation (greedy or sampled) and scoring
+(next-token log-probabilities, continuation log-likelihoods, perplexity), lm-evaluation-harness style.
+Evaluation, unification's local generator, rejection sampling (model/generate.py) and reward scoring
+all batch through here, so padding, stop tokens and decoding settings are decided in one place.
 
 Batching rules, and why:
 - generation pads on the LEFT so every row's next token sits in the last column; `generate`
@@ -26,12 +28,39 @@ import torch
 import torch.nn.functional as F
 
 from qilin.errors import QilinError
-from qilin.eval.metrics import pooled_perplexity
-from qilin.model.chat import prompt_text as chat_prompt  # noqa: F401  (re-exported for the tasks)
 from qilin.model.chat import stop_token_ids
 
 # A shared prefix shorter than this (in tokens) is never worth a separate forward pass and cache copies.
 MIN_SHARED_PREFIX = 8
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How new tokens are chosen. top_k=0 turns off transformers' default top-k of 50, so that top_p
+    alone decides the nucleus (vLLM's default, and what ChiMed-GPT-style sampling states)."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None  # None: continue the current torch random stream (the caller seeded it)
+
+    def generation_config(self, max_new_tokens: int, stop_ids: list[int], pad_id: int):
+        from transformers import GenerationConfig
+
+        extra = ({"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+                 if self.do_sample else {"num_beams": 1})
+        return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=self.do_sample, eos_token_id=stop_ids,
+                                pad_token_id=pad_id, use_cache=True, **extra)
+
+    def describe(self) -> str:
+        if not self.do_sample:
+            return "greedy (do_sample=False, num_beams=1), stop at <|im_end|> / EOS"
+        return (f"sampled (temperature {self.temperature}, top_p {self.top_p}, top_k {self.top_k or 'off'}, "
+                f"seed {self.seed if self.seed is not None else 'the run seed'}), stop at <|im_end|> / EOS")
+
+
+GREEDY = Decoding()
 
 
 @dataclass
@@ -74,20 +103,21 @@ class LM:
     # ------------------------------------------------------------------------------ generation
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
-        """Greedy continuations (new text only), stopping at the chat stop tokens / EOS.
+    def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
+                 sampling: "Decoding | None" = None) -> list[str]:
+        """Continuations (new text only) of already-rendered prompts, stopping at the chat stop tokens
+        / EOS: greedy by default, sampled with `sampling` (seeded once, before the first batch).
 
         Our own GenerationConfig replaces the model's: a checkpoint's sampling settings or
         repetition penalty (Qwen ships 1.05) must not change a protocol that says "greedy".
         """
-        from transformers import GenerationConfig
-
-        gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                   eos_token_id=self.stop_ids, pad_token_id=self.pad_id, use_cache=True)
+        gen_cfg = (sampling or GREEDY).generation_config(max_new_tokens, self.stop_ids, self.pad_id)
+        if sampling is not None and sampling.do_sample and sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
         ids = [self.encode(p) for p in prompts]
         out: list[str] = [""] * len(prompts)
-        for idx in _batches(ids, batch_size, "generate"):
-            input_ids, mask = _pad([ids[i] for i in idx], self.pad_id, left=True, device=self.device)
+        for idx in batches(ids, batch_size, "generate"):
+            input_ids, mask = pad([ids[i] for i in idx], self.pad_id, left=True, device=self.device)
             gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
             for i, row in zip(idx, gen[:, input_ids.shape[1]:].tolist()):
                 out[i] = self.decode(row)
@@ -127,7 +157,7 @@ class LM:
         chunks = list(shared.values())
         for c in range(0, len(chunks), batch_size):  # up to batch_size groups share one prefix pass
             self._grouped(out, ids, chunks[c:c + batch_size], cand, batch_size)
-        for batch in _batches([ids[i] for i in plain], batch_size, "next-token"):
+        for batch in batches([ids[i] for i in plain], batch_size, "next-token"):
             idx = [plain[b] for b in batch]
             self._pick(out, idx, self._last_logits([ids[i] for i in idx]), cand)
         return out
@@ -138,12 +168,12 @@ class LM:
         prompts' own tokens in length-sorted batches that mix groups, each row continuing its
         group's row of the prefix cache."""
         prefixes = [ids[members[0]][:n] for n, members in groups]
-        p_ids, p_mask = _pad(prefixes, self.pad_id, left=True, device=self.device)
+        p_ids, p_mask = pad(prefixes, self.pad_id, left=True, device=self.device)
         p_pos = (p_mask.cumsum(1) - 1).clamp(min=0)
         res = self.model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
         cache = getattr(res, "cache", None) or res.past_key_values
         rows = [(g, i) for g, (_, members) in enumerate(groups) for i in members]
-        for batch in _batches([ids[i][groups[g][0]:] for g, i in rows], batch_size, "next-token"):
+        for batch in batches([ids[i][groups[g][0]:] for g, i in rows], batch_size, "next-token"):
             sel = [rows[b] for b in batch]
             g_idx = torch.tensor([g for g, _ in sel], device=self.device)
             past = copy.deepcopy(cache)
@@ -160,7 +190,7 @@ class LM:
     def _last_logits(self, rows: list[list[int]], past=None, past_mask=None, offsets=None) -> torch.Tensor:
         """Next-token logits after each row; with `past` (a prefix cache, one row per row here,
         its padding mask `past_mask` and each row's real prefix length `offsets`) the rows continue it."""
-        input_ids, mask = _pad(rows, self.pad_id, left=True, device=self.device)
+        input_ids, mask = pad(rows, self.pad_id, left=True, device=self.device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         cache = {}
         if past is not None:
@@ -205,17 +235,13 @@ class LM:
             per[k][1] += n
         return [(s, n) for s, n in per]
 
-    def perplexity(self, texts: list[str], max_length: int, batch_size: int = 16) -> tuple[float, int, float]:
-        """(perplexity, tokens scored, mean NLL in nats), token-weighted over all texts."""
-        return pooled_perplexity(self.token_nll(texts, max_length, batch_size))
-
     @torch.inference_mode()
     def _nll(self, seqs: list[list[int]], first: list[int], batch_size: int,
              desc: str) -> list[tuple[float, int]]:
         """Summed NLL of tokens seqs[i][first[i]:] given what precedes them, and their count."""
         out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
-        for idx in _batches(seqs, batch_size, desc, max_tokens=SCORE_TOKENS):
-            input_ids, mask = _pad([seqs[i] for i in idx], self.pad_id, left=False, device=self.device)
+        for idx in batches(seqs, batch_size, desc, max_tokens=SCORE_TOKENS):
+            input_ids, mask = pad([seqs[i] for i in idx], self.pad_id, left=False, device=self.device)
             logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
             targets = input_ids[:, 1:].clone()
             pos = torch.arange(1, input_ids.shape[1], device=self.device)[None, :]
@@ -253,7 +279,7 @@ def load_lm(model_dir: str | Path) -> LM:
 
 # ---------------------------------------------------------------------------------- helpers
 
-def _batches(seqs: list[list[int]], batch_size: int, desc: str, max_tokens: int | None = None) -> Iterator[list[int]]:
+def batches(seqs: list[list[int]], batch_size: int, desc: str, max_tokens: int | None = None) -> Iterator[list[int]]:
     """Index batches, longest sequences first (an out-of-memory error shows up at once).
 
     `max_tokens` caps a batch's padded size (rows x longest row): scoring materialises logits for
@@ -290,7 +316,7 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return max(n, 0)
 
 
-def _pad(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
