@@ -44,7 +44,7 @@ from typing import Literal
 
 from qilin import dist
 from qilin.config import doc
-from qilin.data.unify import GeneratorSettings
+from qilin.data.generators import GeneratorSettings
 from qilin.errors import InputError, QilinError
 from qilin.eval.tasks import EvalConfig
 from qilin.model.generate import Sampling
@@ -60,7 +60,7 @@ class Candidates:
                           False)
     endpoint: GeneratorSettings | None = doc(
         "answers from an OpenAI-compatible endpoint ranked with the samples: {kind: openai, base_url, model, "
-        "concurrency, ...} (qilin.data.unify.GeneratorSettings); null = none", None)
+        "concurrency, ...} (qilin.data.generators.GeneratorSettings); null = none", None)
     endpoint_n: int = doc("answers per prompt from the endpoint", 1)
 
 
@@ -217,12 +217,13 @@ def _other_candidates(cfg: Config, t: int, share: list[dict], folder: Path) -> l
 
 
 def _endpoint_answers(cfg: Config, t: int, share: list[dict], folder: Path) -> list[list[str]]:
-    """endpoint_n answers per prompt from the OpenAI-compatible endpoint (unify's client: retries, budget),
+    """endpoint_n answers per prompt from the OpenAI-compatible endpoint (the generators' client: retries, budget),
     `concurrency` requests in flight; written to endpoint.jsonl and read back on a resumed round."""
     import dataclasses
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from qilin.data.unify import _endpoint_chat
+    from qilin.data.generators import _endpoint_chat
 
     path = folder / "endpoint.jsonl"
     if path.is_file():
@@ -230,7 +231,7 @@ def _endpoint_answers(cfg: Config, t: int, share: list[dict], folder: Path) -> l
         if all(s["prompt"] in done for s in share):
             return [done[s["prompt"]] for s in share]
     g = dataclasses.replace(cfg.candidates.endpoint, kind="openai")
-    chat = _endpoint_chat(g, cfg.sampling.seed + t)
+    chat = _endpoint_chat(g, cfg.sampling.seed + t, threading.Event())
     jobs = [[{"role": "user", "content": s["prompt"]}] for s in share for _ in range(cfg.candidates.endpoint_n)]
     try:
         with ThreadPoolExecutor(max(1, g.concurrency)) as pool:
