@@ -1,14 +1,17 @@
 """Benchmark of `qilin data build` on a synthetic corpus of at least 1 GB: throughput and peak memory.
 
-    nice python benchmarks/bench_data.py [--dir /tmp/qilin-bench] [--gb 1.05]
+    nice python benchmarks/bench_data.py [--dir /tmp/qilin-bench] [--gb 1.05] [--no-previous]
 
 Generates (once) a synthetic Chinese corpus under --dir: a plain-text source, a QA JSONL source, a
 ShareGPT source, a knowledge graph, and a CMExam-style benchmark whose questions are planted in the
 training text; 1% exact duplicates, 1% near duplicates and a few identifiers are planted as well.
 The build then runs in a fresh child process (so the generator's memory does not count) with the
 default settings (clean, PII scrub, exact + MinHash dedup, contamination check, mixing, JSONL +
-Parquet). Prints one line: input size, seconds, MB/s (wall clock; on a shared machine also see MB per
-CPU-second), peak RSS of the build process, and what the card found. Never commit the corpus: it is written to /tmp.
+Parquet). Prints one line per implementation: input size, seconds, MB/s (wall clock; on a shared
+machine also see MB per CPU-second), peak RSS of the build process, and what the card found; then the
+ratio of the current builder to the previous one (build.FAST = False: datasketch's per-shingle
+MinHash, every text through overlap.match), both run by this one invocation, one after the other, and
+whether their cards are identical. Never commit the corpus: it is written to /tmp.
 """
 
 from __future__ import annotations
@@ -95,47 +98,63 @@ outputs:
 """
 
 
-def build_child(root: Path, out: Path) -> None:
-    from qilin.data.build import build
+def build_child(root: Path, out: Path, fast: bool) -> None:
+    from qilin.data import build as B
     from qilin.data.sources import load_spec
 
-    card = build(load_spec(root / "sources.yaml"), out)
+    B.FAST = fast
+    card = B.build(load_spec(root / "sources.yaml"), out)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": card["build"]["seconds"], "bytes": card["build"]["input_bytes"],
-                      "accounting": card["accounting"], "removed": card["contamination"]["removed_total"],
-                      "sources": {n: {"read": e["read"], "pii": e["cleaning"]["pii"],
-                                      "outputs": e["outputs"]} for n, e in card["sources"].items()}}))
+                      "peak_gb": usage.ru_maxrss / 1e6, "cpu": usage.ru_utime + usage.ru_stime,
+                      "card": {k: v for k, v in card.items() if k != "build"},
+                      "accounting": card["accounting"], "removed": card["contamination"]["removed_total"]}))
+
+
+def run_build(root: Path, fast: bool) -> dict:
+    """One build in a fresh child process (so that neither the generator's nor the other build's memory counts)."""
+    import shutil
+
+    out = root.parent / (root.name + "-out")
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.time()
+    res = subprocess.run([sys.executable, __file__, "--dir", str(root), "--child", "--fast", str(int(fast))],
+                         capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    if res.returncode:
+        sys.exit(res.stderr)
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    info["wall"] = time.time() - start
+    mb = info["bytes"] / 1e6
+    name = "qilin data build" if fast else "previous builder"
+    print(f"{name}: {mb:.0f} MB in {info['seconds']:.0f} s (process {info['wall']:.0f} s) = "
+          f"{mb / info['seconds']:.2f} MB/s; CPU {info['cpu']:.0f} s = {mb / info['cpu']:.2f} MB per CPU-second; "
+          f"peak RSS {info['peak_gb']:.2f} GB; contamination removed {info['removed']}; "
+          f"accounting problems {len(info['accounting'])}", flush=True)
+    return info
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default="/tmp/qilin-bench")
     ap.add_argument("--gb", type=float, default=1.05)
+    ap.add_argument("--no-previous", action="store_true", help="skip the previous implementation's build")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fast", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     root = Path(args.dir)
-    out = root.parent / (root.name + "-out")
     if args.child:
-        build_child(root, out)
+        build_child(root, root.parent / (root.name + "-out"), bool(args.fast))
         return
     if not (root / "sources.yaml").is_file():
         generate(root, args.gb)
-    import shutil
-
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.time()
-    res = subprocess.run([sys.executable, __file__, "--dir", str(root), "--child"], capture_output=True, text=True)
-    wall = time.time() - start
-    if res.returncode:
-        sys.exit(res.stderr)
-    info = json.loads(res.stdout.strip().splitlines()[-1])
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak_gb, cpu = usage.ru_maxrss / 1e6, usage.ru_utime + usage.ru_stime  # ru_maxrss: KB on Linux
-    mb = info["bytes"] / 1e6
-    print(json.dumps(info, ensure_ascii=False), file=sys.stderr)
-    print(f"qilin data build: {mb:.0f} MB in {info['seconds']:.0f} s (process {wall:.0f} s) = "
-          f"{mb / info['seconds']:.2f} MB/s; CPU {cpu:.0f} s = {mb / cpu:.2f} MB per CPU-second; peak RSS {peak_gb:.2f} GB; contamination removed {info['removed']}; "
-          f"accounting problems {len(info['accounting'])}")
-    shutil.rmtree(out, ignore_errors=True)
+    ours = run_build(root, True)
+    if args.no_previous:
+        return
+    previous = run_build(root, False)
+    print(f"builder: {ours['bytes'] / 1e6 / ours['seconds']:.2f} MB/s, previous {previous['bytes'] / 1e6 / previous['seconds']:.2f} "
+          f"MB/s, ratio {previous['seconds'] / ours['seconds']:.2f}x (CPU ratio {previous['cpu'] / ours['cpu']:.2f}x); "
+          f"cards identical: {ours['card'] == previous['card']}")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,19 @@ settings are trained for the same number of steps twice in this one process: onc
 stage's `run(cfg)` (run folder, history, checkpoints off) and once by building the TRL trainer
 directly from its documented arguments. Printed per stage: tokens per second of each, the ratio
 ours / bare, and the model FLOP utilisation against this machine's fp32 matmul peak, which the
-script measures itself. Tokens are non-padding input tokens (Trainer's `num_input_tokens_seen`).
+script measures itself. Tokens are real (non-padding) input tokens (Trainer's `num_input_tokens_seen`).
+For sft, the stage is also run with `packing=none` (one conversation per row, padded) and the line
+`sft-packing: packed R1 real tokens/s, unpacked R2 real tokens/s, ratio` compares the two.
 
     python benchmarks/bench_train.py [--steps 12] [--repeats 2] [--stages cpt,sft,dpo]
+    python benchmarks/bench_train.py --learning 80    # packing and what is learned (below)
+
+`--learning STEPS` instead trains SFT twice from the same input model on the same data with the demo's
+settings (recipes/qilin-med.yaml: LR 5e-4, max length 256): unpacked with 8 conversations per step
+for STEPS steps, and packed with as many packed rows as carry about the same real tokens per step
+(5), for the same steps; then it prints both runs' real tokens, time and held-out loss: the mean
+cross-entropy of the answer tokens of the held-out dialogue set (eval/dialogue.jsonl as one-turn
+conversations, THE chat template; lower is better).
 
 Timings vary 20-30% between runs on a shared machine; the two sides alternate within a run and the
 median of the repeats is reported, so compare the ratio, not the absolute figures.
@@ -46,6 +56,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12, help="optimizer steps per measurement")
     p.add_argument("--repeats", type=int, default=2, help="measurements per side (median reported)")
     p.add_argument("--stages", default="cpt,sft,dpo")
+    p.add_argument("--learning", type=int, default=0, help="SFT steps of the packed/unpacked learning comparison")
     args = p.parse_args()
     torch.manual_seed(0)
     peak = matmul_peak_gflops()
@@ -54,17 +65,66 @@ def main() -> None:
         tmp = Path(tmp)
         data = prepare.run(build(prepare.Config, {"out": tmp / "data", "max_cpt_docs": 2000}))
         model_dir, n_params, layers, hidden = make_input_model(data, tmp / "model")
+        if args.learning:
+            return learning(model_dir, data, tmp, args.learning)
         print(f"model: tiny Qwen2, {n_params / 1e6:.1f}M parameters; {args.steps} steps, "
               f"median of {args.repeats}")
-        rows = []
+        rows, packing = [], None
         for stage in args.stages.split(","):
-            ours, bare = [], []
+            ours, bare, unpacked = [], [], []
             for rep in range(args.repeats):
                 bare.append(run_bare(stage, model_dir, data, tmp / f"bare-{stage}-{rep}", args.steps))
                 ours.append(run_ours(stage, model_dir, data, tmp / f"ours-{stage}-{rep}", args.steps))
+                if stage == "sft":
+                    unpacked.append(run_ours(stage, model_dir, data, tmp / f"unpacked-{rep}", args.steps, "none"))
             rows.append(report(stage, statistics.median(ours), statistics.median(bare), peak,
                                n_params, layers, hidden))
-    print(json.dumps({"peak_gflops": round(peak, 1), "stages": rows}))
+            if unpacked:
+                packed, plain = statistics.median(ours), statistics.median(unpacked)
+                print(f"sft-packing: packed {packed:,.0f} real tokens/s, unpacked {plain:,.0f} real tokens/s, "
+                      f"ratio {packed / plain:.2f}x", flush=True)
+                packing = {"packed": round(packed, 1), "unpacked": round(plain, 1), "ratio": round(packed / plain, 3)}
+    print(json.dumps({"peak_gflops": round(peak, 1), "stages": rows, "sft_packing": packing}))
+
+
+def learning(model_dir: Path, data: Path, tmp: Path, steps: int) -> None:
+    """Packed vs unpacked SFT at about the same real tokens: held-out answer loss of each (module docstring)."""
+    rows = {}
+    for name, packing, batch in (("unpacked", "none", 8), ("packed", "bfd", 5)):
+        cfg = sft.Config(out=tmp / f"learn-{name}", model=model_dir, data=data / "train" / "sft.jsonl",
+                         packing=packing, train=TrainSettings(lr=5e-4, max_steps=steps, batch_size=batch, max_length=256,
+                                                              warmup_ratio=0.05, logging_steps=steps, save_steps=10**6))
+        metrics = json.loads((sft.run(cfg) / "metrics.json").read_text())
+        loss = heldout_answer_loss(cfg.out / "model", data / "eval" / "dialogue.jsonl")
+        rows[name] = {"real_tokens": metrics["train.real_tokens"], "seconds": metrics["train.seconds"],
+                      "padding_share": metrics["train.padding_share"], "heldout_answer_loss": round(loss, 4)}
+        print(f"{name}: {batch} rows x {steps} steps, {metrics['train.real_tokens']:,} real tokens in "
+              f"{metrics['train.seconds']:.0f} s (padding {100 * metrics['train.padding_share']:.0f}%), "
+              f"held-out answer loss {loss:.4f}", flush=True)
+    print(json.dumps(rows))
+
+
+def heldout_answer_loss(model_dir: Path, path: Path) -> float:
+    """Mean cross-entropy of the answer tokens of held-out {question, answer} items (the chat template's
+    assistant span, end of turn included), each item alone."""
+    from qilin.model.load import load_model
+    from qilin.train.onestage import labelled
+
+    model, tokenizer = load_model(model_dir)
+    model.eval()
+    total = count = 0
+    for line in open(path, encoding="utf-8"):
+        item = json.loads(line)
+        ids, labels = labelled(tokenizer, [{"role": "user", "content": item["question"]},
+                                           {"role": "assistant", "content": item["answer"]}])
+        ids, labels = torch.tensor([ids[:256]]), torch.tensor([labels[:256]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+        target = labels[0, 1:]
+        keep = target != -100
+        total += float(torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum"))
+        count += int(keep.sum())
+    return total / count
 
 
 def matmul_peak_gflops(n: int = 1024, seconds: float = 2.0) -> float:
@@ -97,12 +157,14 @@ def settings(stage: str, steps: int) -> TrainSettings:
     return TrainSettings(max_steps=steps, logging_steps=steps, save_steps=10**6, seed=0, **SETTINGS[stage])
 
 
-def run_ours(stage: str, model_dir: Path, data: Path, out: Path, steps: int) -> float:
+def run_ours(stage: str, model_dir: Path, data: Path, out: Path, steps: int, packing: str | None = None) -> float:
     module = {"cpt": cpt, "sft": sft, "dpo": dpo}[stage]
     values = {"out": out, "model": model_dir, "data": data / "train" / f"{stage}.jsonl",
               "train": settings(stage, steps)}
     if stage == "cpt":
         values["block_size"] = BLOCK
+    if packing is not None:
+        values["packing"] = packing
     run = module.run(module.Config(**values))
     return json.loads((run / "metrics.json").read_text())["train.tokens_per_second"]
 
@@ -160,7 +222,7 @@ def report(stage, ours, bare, peak, n_params, layers, hidden) -> dict:
     per_token = 6 * n_params + 12 * layers * hidden * seq + (2 * n_params if stage == "dpo" else 0)
     mfu = ours * per_token / (peak * 1e9)
     print(f"{stage}: ours {ours:,.0f} tokens/s, bare TRL {bare:,.0f} tokens/s, ratio {ours / bare:.2f}x, "
-          f"MFU {100 * mfu:.1f}% of {peak:.0f} GFLOP/s")
+          f"MFU {100 * mfu:.1f}% of {peak:.0f} GFLOP/s", flush=True)
     return {"stage": stage, "ours_tokens_per_s": round(ours, 1), "bare_tokens_per_s": round(bare, 1),
             "ratio": round(ours / bare, 3), "mfu": round(mfu, 4)}
 

@@ -41,7 +41,7 @@ def test_packed_blocks_follow_the_order_with_answer_only_labels(tmp_path, micro_
     cfg = make_cfg(tmp_path, micro_model_dir, sft_data, unified)
     items = onestage.read_items(cfg)
     order = priority_order({s: len(v) for s, v in items.items()}, cfg.priorities, cfg.repeats, 0)
-    blocks, sources = onestage.pack(tokenizer, items, order, 64)
+    blocks, sources = onestage.pack(tokenizer, items, order, 64, "stream")
     assert all(len(b) == 64 for b in blocks["input_ids"])
     ids = [t for b in blocks["input_ids"] for t in b]
     labels = [t for b in blocks["labels"] for t in b]
@@ -62,9 +62,10 @@ def test_stage_trains_in_order_and_writes_shares(tmp_path, micro_model_dir, sft_
     assert (out / "model" / ".complete").is_file() and (out / "manifest.json").is_file()
     metrics = read_json(out / "metrics.json")
     assert metrics["onestage.blocks_trained"] == 6 and metrics["train.steps"] == 3
+    assert metrics["onestage.packing"] == "isolated" and metrics["train.padding_share"] < 0.5
     shares = read_json(out / "shares.json")
     assert shares["sources"][0] == "web" and shares["blocks"] == 6
-    assert sum(sum(b.values()) for b in shares["bins"]) == 6 * 64
+    assert sum(sum(b.values()) for b in shares["bins"]) == metrics["train.real_tokens"] <= 6 * 64
     assert read_json(out / "manifest.json")["inputs"]["unified"]["path"] == str(unified)
 
 
@@ -89,3 +90,62 @@ def test_a_source_missing_from_the_priority_table_fails_before_loading_a_model(t
                            f"model={tmp_path}", f"data={sft_data}", f"unified={unified}",
                            "priorities={web: 32, sft: 1}"], capture_output=True, text=True)
     assert proc.returncode == 2 and "books" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _order(cfg, tokenizer):
+    from qilin.data.priority import priority_order
+    from qilin.model.chat import ensure_chat_template
+
+    ensure_chat_template(tokenizer)
+    items = onestage.read_items(cfg)
+    return items, priority_order({s: len(v) for s, v in items.items()}, cfg.priorities, cfg.repeats, 0)
+
+
+def test_official_packing_whole_items_padded_and_cut_every_256_items(tmp_path, micro_model_dir, micro_tokenizer,
+                                                                   sft_data, unified):
+    """HuatuoGPT-II data_process.py: next item appended while it fits, else the sequence is padded to
+    max_seq_len and a new one starts; every loader batch of 256 items starts a new sequence."""
+    items, order = _order(make_cfg(tmp_path, micro_model_dir, sft_data, unified), micro_tokenizer)
+    pad = micro_tokenizer.pad_token_id
+    lengths = [len(onestage.labelled(micro_tokenizer, items[s][i])[0]) for s, i in order]
+    for block, batch in ((64, 256), (200, 256), (200, 3)):
+        onestage.OFFICIAL_LOADER_BATCH, saved = batch, onestage.OFFICIAL_LOADER_BATCH
+        try:
+            rows, sources = onestage.pack(micro_tokenizer, items, order, block, "huatuogpt-ii")
+        finally:
+            onestage.OFFICIAL_LOADER_BATCH = saved
+        # expected row contents worked out from the upstream loop, by item lengths only
+        expected, cur = [], []
+        for start in range(0, len(lengths), batch):
+            for n in lengths[start:start + batch]:
+                n = min(n, block)
+                if sum(cur) + n > block:
+                    expected.append(cur)
+                    cur = []
+                cur.append(n)
+            expected.append(cur)
+            cur = []
+        assert [sum(c.values()) for c in sources] == [sum(e) for e in expected]
+        assert set(rows) == {"input_ids", "labels"}  # no attention mask, no position reset, as upstream
+        for row, labels, e in zip(rows["input_ids"], rows["labels"], expected):
+            assert len(row) == block and row[sum(e):] == [pad] * (block - sum(e))
+            assert labels[sum(e):] == [-100] * (block - sum(e))
+    # whole items: the first row starts with the first item, unbroken
+    ids, labels = onestage.labelled(micro_tokenizer, items[order[0][0]][order[0][1]])
+    rows, _ = onestage.pack(micro_tokenizer, items, order, 200, "huatuogpt-ii")
+    assert rows["input_ids"][0][:len(ids)] == ids and rows["labels"][0][:len(labels)] == labels
+
+
+def test_isolated_packing_restarts_positions_per_item(tmp_path, micro_model_dir, micro_tokenizer, sft_data,
+                                                      unified):
+    from qilin.train.packing import row_batch
+
+    items, order = _order(make_cfg(tmp_path, micro_model_dir, sft_data, unified), micro_tokenizer)
+    rows, sources = onestage.pack(micro_tokenizer, items, order, 200, "isolated")
+    official, _ = onestage.pack(micro_tokenizer, items, order, 200, "huatuogpt-ii")
+    assert len(rows["input_ids"]) == len(official["input_ids"])  # fewer than 256 items: the same rows
+    first = rows["seq_lengths"][0]
+    assert len(first) > 1 and sum(first) == len(rows["input_ids"][0]) <= 200
+    batch = row_batch([{k: rows[k][0] for k in rows}], micro_tokenizer.pad_token_id)
+    assert batch["position_ids"][0].tolist() == [p for n in first for p in range(n)]
+    assert "attention_mask" not in batch

@@ -39,11 +39,15 @@ from qilin.data.convert import contents, dialogue_question, eval_item, eval_text
 from qilin.data.dedup import Deduper
 from qilin.data.kg import group_triples, render_entity
 from qilin.data.mix import interleave, select, targets
+from qilin.data.screen import Screen
 from qilin.data.sources import Source, Spec, source_files
 from qilin.errors import QilinError
 from qilin.runs import remove_stale
 
 FATES = ("empty", "too_long", "exact_duplicate", "near_duplicate", "contamination", "mix_dropped")
+# False = the previous implementation (datasketch's per-shingle MinHash, every text through overlap.match,
+# normalised twice), kept for benchmarks/bench_data.py's same-process ratio and the identical-card test.
+FAST = True
 PARQUET_BATCH = 10_000
 
 
@@ -198,7 +202,9 @@ def _sample(s: Source, spec: Spec, on_error: str, log: SkipLog, count: dict | No
 def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Path, on_error: str):
     """Write each (output, source)'s surviving items to staging; return their counts and the overlaps."""
     d = spec.dedup
-    dedupers = {o: Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold) for o in spec.outputs}
+    dedupers = {o: Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold, reference=not FAST)
+                for o in spec.outputs}
+    screen = Screen(index) if FAST else None
     staged: dict[str, dict[str, int]] = {o: {} for o in spec.outputs}
     matched: dict[tuple[str, str, int], tuple[set, str, str]] = {}
     for s in spec.sources:
@@ -212,13 +218,14 @@ def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Pa
             for rec in _training_records(s, spec, st, held.get(s.name, set()), on_error):
                 for o, f in files.items():
                     item = to_item(spec.outputs[o].stage, rec)
-                    fate = _fate(item, spec, dedupers[o])
+                    text = "\n".join(contents(item))
+                    norm = overlap.normalize(text) if FAST else None  # once for dedup and the screen
+                    fate = _fate(item, spec, dedupers[o], text, norm)
                     st["outputs"][o]["converted"] += 1
                     if fate:
                         st["outputs"][o][fate] += 1
                         continue
-                    text = "\n".join(contents(item))
-                    found = overlap.match([text], index)[0]
+                    found = overlap.match([text], index)[0] if not screen or screen.may_match(norm) else set()
                     if found:
                         matched[(o, s.name, staged[o][s.name])] = (found, item["id"], text[:40])
                     f.write(json.dumps(item, ensure_ascii=False) + "\n")
@@ -271,8 +278,9 @@ def _kg_records(s: Source, spec: Spec, st: dict, records):
         yield render_entity(head, relations, s.name, s.templates)
 
 
-def _fate(item: dict, spec: Spec, dedup: Deduper) -> str | None:
-    """Why an item is dropped before staging (empty, over-long, duplicate), or None to keep it."""
+def _fate(item: dict, spec: Spec, dedup: Deduper, text: str, norm: str | None) -> str | None:
+    """Why an item is dropped before staging (empty, over-long, duplicate), or None to keep it.
+    `text` is its contents joined by newlines, `norm` that normalised (or None: normalised here)."""
     parts = contents(item)
     n = sum(len(p) for p in parts)
     if n < spec.min_chars or not all(p.strip() for p in parts):
@@ -280,7 +288,7 @@ def _fate(item: dict, spec: Spec, dedup: Deduper) -> str | None:
     if n > spec.max_chars:
         return "too_long"
     if spec.dedup.exact or spec.dedup.near:
-        dup = dedup.seen("\n".join(parts))
+        dup = dedup.seen(text, norm)
         if dup:
             return f"{dup}_duplicate"
     return None

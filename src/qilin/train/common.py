@@ -26,6 +26,7 @@ class TrainSettings:
     batch_size: int = doc("sequences (or preference pairs) per device per micro-batch", 8)
     grad_accum: int = doc("micro-batches per optimizer step (effective batch = batch_size x grad_accum)", 1)
     warmup_ratio: float = doc("fraction of the steps spent warming the learning rate up from 0, in [0, 1)", 0.05)
+    warmup_steps: int = doc("warm-up in optimizer steps instead of a fraction; 0 = use warmup_ratio", 0)
     weight_decay: float = doc("AdamW weight decay", 0.01)
     scheduler: str = doc("learning-rate schedule after warm-up: cosine, linear, constant_with_warmup, ...",
                          "cosine")
@@ -43,7 +44,7 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
     """A TRL config (SFTConfig, DPOConfig, ...) from `settings`; `extra` adds or overrides fields.
 
     TRL defaults to bf16 and gradient checkpointing even on CPU, ~10x slower there (STACK.md 1):
-    both are off unless a GPU can use bf16. Checkpoints carry optimizer and RNG state so that a
+    bf16 is on only where a GPU can use it, gradient checkpointing only when the settings ask. Checkpoints carry optimizer and RNG state so that a
     resumed run ends with the same weights as an uninterrupted one.
     """
     import torch
@@ -56,7 +57,8 @@ def trl_args(cls, settings: TrainSettings, out_dir: str | Path, **extra):
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum,
-        warmup_steps=settings.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the steps
+        # transformers 5: a float in [0, 1) is a ratio of the steps, an int >= 1 a number of steps
+        warmup_steps=settings.warmup_steps if settings.warmup_steps > 0 else settings.warmup_ratio,
         weight_decay=settings.weight_decay,
         lr_scheduler_type=settings.scheduler,
         max_length=settings.max_length,
@@ -106,20 +108,47 @@ def history_callback(run: RunFolder):
 
 
 def train(trainer, run: RunFolder) -> dict:
-    """Train (resuming from `run`'s newest checkpoint if any); returns the `train.*` metrics."""
+    """Train (resuming from `run`'s newest checkpoint if any); returns the `train.*` metrics.
+
+    Tokens are real tokens: text, not padding (the Trainer's non-padding count, all processes).
+    `train.real_tokens` / `train.real_tokens_per_second` say so by name (`train.tokens` /
+    `train.tokens_per_second` are the same numbers under their older names); `train.padding_share` is
+    the share of the positions this session computed that were padding (packing drives it to ~0).
+    """
+    from qilin import dist
+
     history = history_callback(run)
     trainer.add_callback(history)
+    counter = _PositionCounter(trainer.data_collator)
+    trainer.data_collator = counter
     checkpoint = run.last_checkpoint()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
+    per_second = round(history.tokens / history.seconds, 1) if history.seconds else None
+    positions = counter.positions * dist.world_size()  # every process computes batches of the same shape
     return {
         "train.loss_final": losses[-1] if losses else None,
         "train.steps": state.global_step,
         "train.tokens": state.num_input_tokens_seen,
-        "train.tokens_per_second": round(history.tokens / history.seconds, 1) if history.seconds else None,
+        "train.tokens_per_second": per_second,
+        "train.real_tokens": state.num_input_tokens_seen,
+        "train.real_tokens_per_second": per_second,
+        "train.padding_share": round(1 - history.tokens / positions, 4) if positions else None,
         "train.seconds": round(history.seconds, 1),
     }
+
+
+class _PositionCounter:
+    """Wraps a data collator to count the token positions of every batch built, padding included."""
+
+    def __init__(self, inner):
+        self.inner, self.positions = inner, 0
+
+    def __call__(self, rows):
+        batch = self.inner(rows)
+        self.positions += sum(v.numel() for k, v in batch.items() if k.endswith("input_ids") and hasattr(v, "numel"))
+        return batch
 
 
 def save_trained(trainer, tokenizer, out_dir: Path, lora: LoraSettings | None = None) -> Path:

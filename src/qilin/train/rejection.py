@@ -2,14 +2,20 @@
 
 One round t, for each prompt of this round's share of the prompt pool:
   1. sample N answers from the current policy (model/generate.py: vLLM if installed, else transformers);
-  2. score them with the reward model (train/reward.py);
-  3. keep the top K (optionally only those that beat the reward of the pool's reference answer);
+     optionally add answers from other sources as candidates (`candidates`): the pool's reference answer
+     and answers from an OpenAI-compatible endpoint, as ChiMed-GPT ranks the policy's answers together
+     with answers from other sources;
+  2. score every candidate with the reward model (train/reward.py);
+  3. keep the top K of all candidates (optionally only those that beat the reward of the pool's reference
+     answer);
   4. fine-tune the policy on the kept (prompt, answer) pairs with the SFT loss (train/sft.py);
 and repeat for T rounds, each round starting from the previous round's model.
 
 Each round is a folder that can be inspected and resumed step by step:
 
-    round1/samples.jsonl  every prompt with its N answers, their rewards and the reference's reward
+    round1/samples.jsonl  every prompt with its N answers, their rewards, the reference's reward and the other
+                          candidates ({text, origin, reward})
+    round1/endpoint.jsonl the endpoint's answers (when asked for), kept so a resumed round does not pay twice
     round1/kept.jsonl     the kept answers as SFT conversations (what the round trains on)
     round1/stats.json     N, K, T, sampling settings, mean/std of the reward over sampled and kept answers
     round1/model/ ...     the round's SFT run folder (config, history, checkpoints while training, manifest)
@@ -34,9 +40,11 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from qilin import dist
 from qilin.config import doc
+from qilin.data.generators import GeneratorSettings
 from qilin.errors import InputError, QilinError
 from qilin.eval.tasks import EvalConfig
 from qilin.model.generate import Sampling
@@ -44,6 +52,16 @@ from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, read_js
 from qilin.train.common import TrainSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidates:
+    reference: bool = doc("rank the pool's reference answer together with the policy's samples (it may be kept)",
+                          False)
+    endpoint: GeneratorSettings | None = doc(
+        "answers from an OpenAI-compatible endpoint ranked with the samples: {kind: openai, base_url, model, "
+        "concurrency, ...} (qilin.data.generators.GeneratorSettings); null = none", None)
+    endpoint_n: int = doc("answers per prompt from the endpoint", 1)
 
 
 @dataclass
@@ -66,6 +84,10 @@ class Config:
     max_prompt_chars: int = doc("skip pool prompts longer than this (characters): sampling time grows with them",
                                 300)
     sampling: Sampling = doc("sampling settings (N = sampling.n)", lambda: Sampling())
+    candidates: Candidates = doc("answers from other sources ranked with the policy's samples (module docstring); "
+                                 "the reward statistics of the rounds stay those of the policy's samples",
+                                 lambda: Candidates())
+    packing: Literal["bfd", "none"] = doc("SFT packing of every round's fine-tuning (train/sft.py `packing`)", "bfd")
     score_batch_size: int = doc("sequences per reward-model forward pass", 32)
     train: TrainSettings = doc("fine-tuning hyper-parameters of every round (SFT loss on the kept answers)",
                                lambda: TrainSettings(lr=1e-4, epochs=1.0, batch_size=8))
@@ -136,7 +158,7 @@ def _round(cfg: Config, t: int, share: list[dict], policy: Path) -> tuple[Path, 
     if main and not (folder / "stats.json").is_file():
         _keep_answers(cfg, t, folder)
     dist.barrier()
-    sft.run(sft.Config(out=folder, model=policy, data=folder / "kept.jsonl", train=cfg.train))
+    sft.run(sft.Config(out=folder, model=policy, data=folder / "kept.jsonl", train=cfg.train, packing=cfg.packing))
     model = folder / "model"
     row = dict(read_json(folder / "stats.json"))
     if cfg.eval_data is not None:
@@ -170,31 +192,72 @@ def _sample_and_score(cfg: Config, t: int, share: list[dict], policy: Path, fold
     answers = sample(policy, [s["prompt"] for s in share], settings)
     seconds = time.time() - started
     gc.collect()
+    others = _other_candidates(cfg, t, share, folder)  # [[{"text", "origin"}]] per prompt
     model, tokenizer = load_reward_model(cfg.reward_model)
-    prompts = [s["prompt"] for s, a in zip(share, answers) for _ in range(len(a) + 1)]
-    texts = [x for s, a in zip(share, answers) for x in [s["reference"], *a]]
-    rewards = iter(score(model, tokenizer, prompts, texts, cfg.score_batch_size))
+    texts = [[s["reference"], *a, *(o["text"] for o in other)] for s, a, other in zip(share, answers, others)]
+    prompts = [s["prompt"] for s, x in zip(share, texts) for _ in x]
+    rewards = iter(score(model, tokenizer, prompts, [y for x in texts for y in x], cfg.score_batch_size))
     records = []
-    for s, a in zip(share, answers):
+    for s, a, other in zip(share, answers, others):
         reference = next(rewards)
+        policy_rewards = [next(rewards) for _ in a]
         records.append({"prompt": s["prompt"], "pool_index": s["pool_index"], "reference": s["reference"],
-                        "reference_reward": reference, "responses": a, "rewards": [next(rewards) for _ in a]})
+                        "reference_reward": reference, "responses": a, "rewards": policy_rewards,
+                        "candidates": [o | {"reward": next(rewards)} for o in other]})
     atomic_write_json(folder / "sampling.json", {"backend": backend_for(settings.backend), "seed": settings.seed,
                                                  "seconds": round(seconds, 1)})
     atomic_write_jsonl(folder / "samples.jsonl", records)  # last: its presence marks the step done
 
 
+def _other_candidates(cfg: Config, t: int, share: list[dict], folder: Path) -> list[list[dict]]:
+    """Per prompt, the candidates that are not the policy's: the reference answer, the endpoint's answers."""
+    endpoint = _endpoint_answers(cfg, t, share, folder) if cfg.candidates.endpoint is not None else [[]] * len(share)
+    reference = [[{"text": s["reference"], "origin": "reference"}] if cfg.candidates.reference else [] for s in share]
+    return [r + [{"text": a, "origin": "endpoint"} for a in e] for r, e in zip(reference, endpoint)]
+
+
+def _endpoint_answers(cfg: Config, t: int, share: list[dict], folder: Path) -> list[list[str]]:
+    """endpoint_n answers per prompt from the OpenAI-compatible endpoint (the generators' client: retries, budget),
+    `concurrency` requests in flight; written to endpoint.jsonl and read back on a resumed round."""
+    import dataclasses
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qilin.data.generators import _endpoint_chat
+
+    path = folder / "endpoint.jsonl"
+    if path.is_file():
+        done = {r["prompt"]: r["answers"] for r in _read_jsonl(path)}
+        if all(s["prompt"] in done for s in share):
+            return [done[s["prompt"]] for s in share]
+    g = dataclasses.replace(cfg.candidates.endpoint, kind="openai")
+    chat = _endpoint_chat(g, cfg.sampling.seed + t, threading.Event())
+    jobs = [[{"role": "user", "content": s["prompt"]}] for s in share for _ in range(cfg.candidates.endpoint_n)]
+    try:
+        with ThreadPoolExecutor(max(1, g.concurrency)) as pool:
+            replies = list(pool.map(chat, jobs))
+    finally:
+        chat.close()
+    n = cfg.candidates.endpoint_n
+    answers = [[r.strip() for r in replies[i * n:(i + 1) * n]] for i in range(len(share))]
+    atomic_write_jsonl(path, [{"prompt": s["prompt"], "answers": a} for s, a in zip(share, answers)])
+    return answers
+
+
 def _keep(samples: list[dict], k: int, beat_reference: bool) -> list[dict]:
-    """The top-k answers of every prompt as SFT conversations; empty answers never kept."""
+    """The top-k answers of every prompt, over the policy's samples and the other candidates, as SFT
+    conversations; empty answers never kept."""
     kept = []
     for s in samples:
-        ranked = sorted(((r, a) for r, a in zip(s["rewards"], s["responses"]) if a.strip()), key=lambda x: -x[0])
-        for r, a in ranked[:k]:
+        pooled = [(r, a, "policy") for r, a in zip(s["rewards"], s["responses"])]
+        pooled += [(c["reward"], c["text"], c["origin"]) for c in s.get("candidates", [])]
+        ranked = sorted((x for x in pooled if x[1].strip()), key=lambda x: -x[0])
+        for r, a, origin in ranked[:k]:
             if beat_reference and r <= s["reference_reward"]:
                 continue
             kept.append({"messages": [{"role": "user", "content": s["prompt"]},
                                       {"role": "assistant", "content": a}],
-                         "reward": r, "source": "rejection"})
+                         "reward": r, "origin": origin, "source": "rejection"})
     return kept
 
 
@@ -213,6 +276,8 @@ def _stats(cfg: Config, t: int, samples: list[dict], kept: list[dict]) -> dict:
         "reward.mean_reference": statistics.fmean(s["reference_reward"] for s in samples),
         "sampled.mean_chars": statistics.fmean(len(a) for s in samples for a in s["responses"]),
         "kept.mean_chars": statistics.fmean(len(k["messages"][1]["content"]) for k in kept),
+        "candidates": sorted({"policy"} | {c["origin"] for s in samples for c in s.get("candidates", [])}),
+        "kept.origins": {o: sum(k["origin"] == o for k in kept) for o in sorted({k["origin"] for k in kept})},
     }
 
 
@@ -223,8 +288,12 @@ def _check(cfg: Config) -> None:
     for name in ("rounds", "prompts", "keep"):
         if getattr(cfg, name) < 1:
             raise QilinError(f"rejection: {name} must be at least 1")
-    if cfg.keep > cfg.sampling.n:
-        raise QilinError(f"rejection: keep={cfg.keep} exceeds the {cfg.sampling.n} answers sampled per prompt")
+    per_prompt = cfg.sampling.n + cfg.candidates.reference + (cfg.candidates.endpoint_n if cfg.candidates.endpoint
+                                                              else 0)
+    if cfg.keep > per_prompt:
+        raise QilinError(f"rejection: keep={cfg.keep} exceeds the {per_prompt} candidate answers per prompt")
+    if cfg.candidates.endpoint is not None and not (cfg.candidates.endpoint.base_url and cfg.candidates.endpoint.model):
+        raise QilinError("rejection: candidates.endpoint needs base_url and model")
 
 
 def _finish_rounds(run: RunFolder, policy: Path) -> None:

@@ -5,6 +5,12 @@ The chat template (model/chat.py) wraps each assistant turn's content and its `<
 token (system and user turns, role headers) to -100, so the model learns to answer, and to stop,
 but is not trained to imitate the patient's questions.
 
+By default (`packing: bfd`) whole conversations are packed into rows of `train.max_length` tokens by
+TRL's best-fit decreasing, and each attends only to itself: position_ids restart per conversation,
+which gives a block-diagonal causal mask (train/packing.py). A conversation's loss is what it would be
+alone; a step computes ~no padding. `packing: none` trains one conversation per row, padded. A packed
+row holds several conversations, so `train.batch_size` counts rows, not conversations.
+
 With `rag` set (retrieval-augmented fine-tuning), the first user turn of every conversation gets
 the top passages of an index first, in the same layout as evaluation with retrieval
 (qilin.rag.prompt), so the model learns to use what it is given. The augmented conversations are
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from qilin import dist
 from qilin.config import doc
@@ -26,6 +33,10 @@ from qilin.runs import RunFolder, atomic_write_json, read_json
 from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args, use_model_loss_on_cpu
 
 ROLES = {"system", "user", "assistant"}
+Packing = Literal["bfd", "none"]
+PACKING_HELP = ("bfd: whole conversations packed into rows of train.max_length tokens by best-fit decreasing "
+                "(TRL), each attending only to itself (train/packing.py), little padding; none: one "
+                "conversation per row, padded to the longest in the batch")
 RAG_DATA = "rag_sft.jsonl"
 
 
@@ -50,6 +61,7 @@ class Config:
         "training hyper-parameters (Qilin-Med: LoRA r 8, alpha 32, LR 2e-5, 1 epoch; the tiny default "
         "model learns nothing at 2e-5, hence full fine-tuning at 1e-4 here)",
         lambda: TrainSettings(lr=1e-4, epochs=1.0))
+    packing: Packing = doc(PACKING_HELP, "bfd")
     rag: RagTraining | None = doc("retrieval-augmented fine-tuning (module docstring); null = plain SFT. Leave "
                                   "train.max_length room for the passages (~200 tokens at k 3)", None)
 
@@ -62,7 +74,8 @@ def run(cfg: Config) -> Path:
     if not run.model_is_complete():
         data = cfg.data if cfg.rag is None else _with_passages(cfg, run)
         model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
-        trainer = _trainer(model, tokenizer, load_jsonl(data, ["messages"], _check), cfg.train, run)
+        trainer = _trainer(model, tokenizer, load_jsonl(data, ["messages"], _check), cfg.train, run,
+                           cfg.packing)
         metrics = train(trainer, run)
         if cfg.rag is not None:
             metrics["rag"] = read_json(run.path / (RAG_DATA + ".json"))
@@ -91,14 +104,14 @@ def _with_passages(cfg: Config, run: RunFolder) -> Path:
 
 
 def labelled_example(model, tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of one conversation exactly as this stage trains on it (-100 = no loss)."""
+    """(input_ids, labels) of one conversation exactly as this stage trains on it unpacked (-100 = no loss)."""
     import tempfile
 
     from datasets import Dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = _trainer(model, tokenizer, Dataset.from_list([{"messages": messages}]), TrainSettings(),
-                           RunFolder(tmp))
+                           RunFolder(tmp), "none")
         row = trainer.train_dataset[0]
     return row["input_ids"], row["labels"]
 
@@ -113,11 +126,16 @@ def _check(record: dict) -> str | None:
     return None
 
 
-def _trainer(model, tokenizer, dataset, settings: TrainSettings, run: RunFolder):
+def _trainer(model, tokenizer, dataset, settings: TrainSettings, run: RunFolder, packing: Packing = "bfd"):
     from trl import SFTConfig, SFTTrainer
 
-    args = trl_args(SFTConfig, settings, run.checkpoints, assistant_only_loss=True)
+    from qilin.train.packing import isolate_rows
+
+    packed = {"packing": True, "packing_strategy": "bfd"} if packing == "bfd" else {}
+    args = trl_args(SFTConfig, settings, run.checkpoints, assistant_only_loss=True, **packed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(settings.lora) if settings.lora.enabled else None)
+    if packed:
+        isolate_rows(trainer)
     use_model_loss_on_cpu(trainer)
     return trainer
