@@ -78,11 +78,21 @@ def test_choices_that_should_shrink_memory_do():
     assert "reference model" not in memory.estimate(shape, dpo_lora, gpu)
 
 
-def test_seven_b_recipe_on_one_24gb_gpu_and_on_eight_80gb(capsys):
+def test_seven_b_recipe_on_one_24gb_gpu_and_on_eight_80gb(capsys, tmp_path):
+    import yaml
+
     assert main(["plan", str(RECIPE_7B), f"base.model={BAICHUAN}", "--gpus", "1", "--gpu-mem", "24"]) == 0
     out = capsys.readouterr().out
     cpt = out.split("\ncpt:")[1].split("\n\n")[0]
-    assert "DOES NOT FIT" in cpt and "would fit with:" in cpt and "train.lora.enabled=true" in cpt
+    assert "DOES NOT FIT" in cpt and "would fit with:" in cpt  # the official LoRA CPT at 32 x 1024 per device
+    # the paper's full-parameter CPT (METHODS.md 1) on one 24 GB GPU: does not fit, and LoRA would
+    recipe = yaml.safe_load(RECIPE_7B.read_text(encoding="utf-8"))
+    recipe["stages"][0]["train"]["lora"]["enabled"] = False
+    full = tmp_path / "full-cpt.yaml"
+    full.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    assert main(["plan", str(full), f"base.model={BAICHUAN}", "--gpus", "1", "--gpu-mem", "24"]) == 0
+    cpt = capsys.readouterr().out.split("\ncpt:")[1].split("\n\n")[0]
+    assert cpt.startswith(" full") and "DOES NOT FIT" in cpt and "train.lora.enabled=true" in cpt
     assert main(["plan", str(RECIPE_7B), "--model-config", str(BAICHUAN / "config.json"), "--gpus", "8",
                  "--gpu-mem", "80"]) == 0
     out = capsys.readouterr().out
