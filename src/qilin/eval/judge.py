@@ -33,9 +33,7 @@ AI医生的回答：
 def judge_answers(url: str, model: str, conversations: list[list[dict]], lines: list[dict],
                   criteria: tuple[str, ...], timeout: float = 60.0) -> list[dict]:
     """Ratings {criterion: 1-5 or None, "overall": mean or None, "raw": reply} for each answer."""
-    endpoint = url.rstrip("/")
-    if not endpoint.endswith("/chat/completions"):
-        endpoint += "/chat/completions"
+    endpoint = chat_endpoint(url)
     out = []
     for conv, line in zip(conversations, lines, strict=True):
         context = "\n".join(f"{m['role']}: {m['content']}" for m in conv)
@@ -43,6 +41,12 @@ def judge_answers(url: str, model: str, conversations: list[list[dict]], lines: 
         reply = _post(endpoint, model, prompt, timeout)
         out.append(parse_ratings(reply, criteria))
     return out
+
+
+def chat_endpoint(url: str) -> str:
+    """`<URL>/chat/completions` (URL may already end with it)."""
+    endpoint = url.rstrip("/")
+    return endpoint if endpoint.endswith("/chat/completions") else endpoint + "/chat/completions"
 
 
 def parse_ratings(reply: str, criteria: tuple[str, ...]) -> dict:

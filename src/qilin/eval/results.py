@@ -64,7 +64,7 @@ def evaluate(model_dir: str | Path, data: dict[str, str | Path], cfg: EvalConfig
         seconds = time.perf_counter() - start
         atomic_write_jsonl(out / "predictions" / f"{t}.jsonl", lines)
         result["tasks"][t] = {
-            "data": {"path": str(paths[t]), "bundled": t not in data, "hash": file_hash(paths[t]),
+            "data": {"path": str(paths[t]), "bundled": t not in data or paths[t] == bundled(t), "hash": file_hash(paths[t]),
                      "items": len(rows[t]), "skipped": {"count": len(skipped.get(t, [])), "items": skipped.get(t, [])}},
             "seconds": round(seconds, 3), "items_per_second": round(len(rows[t]) / seconds, 3) if seconds else None,
             "protocols": {p: {**describe(t, p, cfg), **score_lines(t, p, lines)} for p in protocols[t]}}
@@ -83,14 +83,24 @@ def heldout_data(data_dir: str | Path, cfg: EvalConfig) -> tuple[list[str], dict
     (each file must be there), or every task whose held-out file the data stage wrote."""
     eval_dir = Path(data_dir) / "eval"
     if cfg.tasks:
-        missing = [t for t in cfg.tasks if t in TASKS and not (eval_dir / TASKS[t].heldout).is_file()]
+        missing = [t for t in cfg.tasks if t in TASKS and not (eval_dir / TASKS[t].heldout).is_file()
+                   and not TASKS[t].standalone]
         if missing:
             raise QilinError(f"eval tasks {', '.join(missing)}: the data stage wrote no "
                              + ", ".join(str(eval_dir / TASKS[t].heldout) for t in missing))
         tasks = list(cfg.tasks)
     else:
         tasks = [t for t, task in TASKS.items() if (eval_dir / task.heldout).is_file()]
-    return tasks, {t: eval_dir / TASKS[t].heldout for t in tasks if t in TASKS}
+    return tasks, {t: _heldout_file(t, eval_dir, cfg) for t in tasks if t in TASKS}
+
+
+def _heldout_file(task: str, eval_dir: Path, cfg: EvalConfig) -> Path:
+    """The data stage's held-out file; for an evaluation-only task without one, eval.data[task] or
+    the bundled demo split."""
+    own = eval_dir / TASKS[task].heldout
+    if own.is_file() or not TASKS[task].standalone:
+        return own
+    return Path(cfg.data[task]) if task in cfg.data else bundled(task)
 
 
 def evaluate_heldout(model_dir: str | Path, data_dir: str | Path, cfg: EvalConfig, out_dir: str | Path) -> dict:

@@ -22,7 +22,7 @@ from typing import Callable
 
 from qilin.config import doc
 from qilin.errors import QilinError
-from qilin.eval import choice, likelihood, loaders, text
+from qilin.eval import bias, choice, likelihood, loaders, multiturn, ner, safety, text
 
 
 @dataclass
@@ -54,6 +54,11 @@ class EvalConfig:
     rag_max_chars: int = doc("characters of passages at most, per question, with `rag`", 600)
     unigram_train: list[str] = doc("JSONL files with a 'text' field to fit the add-one unigram baseline "
                                    "reported beside perplexity; empty = no baseline", [])
+    ner_shots: int = doc("ner: the first N records of the NER file are the demonstrations (earlier chat turns) "
+                         "and are not evaluated", 3)
+    data: dict = doc("after a stage: files {task: path} for the evaluation-only tasks the data stage does not "
+                     "write (ner, dialogue-multiturn, bias, safety); unset = the data stage's file if it wrote "
+                     "one, else the bundled demo split", {})
 
     def limit_for(self, task: str) -> int | None:
         return self.limits.get(task, self.limit)
@@ -82,6 +87,8 @@ class Task:
     max_new_tokens: int = 0
     rag_field: str | None = None   # the field that carries the question (None: retrieval leaves it alone)
     shots_allowed: bool = False
+    standalone: bool = False       # evaluation-only: after a stage, eval.data[task] or the bundled demo
+                                   # when the data stage wrote no held-out file for it
 
 
 _RAW = " (raw prompt, no chat template)"
@@ -146,6 +153,30 @@ TASKS: dict[str, Task] = {
                                     "ties wrong", "preference.{}_summed")},
         ("mean",), "chat template (earlier turns, user = prompt, assistant = answer incl. end of turn)",
         rag_field="prompt"),
+    "ner": Task(
+        "ner.jsonl", "ner/ccks2019_format_sample.jsonl", ner.load_ner, ner.predict, ner.score,
+        {"type-lines": Protocol(ner.PARSE_RULE, ner.METRIC, "ner.{}")},
+        ("type-lines",), ner.PROMPT_TEXT, 128, standalone=True),
+    "dialogue-multiturn": Task(
+        "dialogue_multiturn.jsonl", "meddialog/meddialog_format_sample.json", multiturn.load_multiturn,
+        multiturn.predict, multiturn.score,
+        {"char": Protocol("whole answer, stripped", _CHAR.format(unit="doctor turn") + "; also per turn position "
+                          "(_turn1.._turn4, _turn5plus)", "dialogue_multiturn.{}"),
+         "qilin-med": Protocol("whole answer, stripped", _QM_TEXT.format(unit="doctor turn") + "; also per turn "
+                               "position (_turn1.._turn4, _turn5plus)", "dialogue_multiturn.qilinmed.{}")},
+        ("char", "qilin-med"), multiturn.PROMPT_TEXT, 96, standalone=True),
+    "bias": Task(
+        "bias.json", "bias/demo_attitudes.json", bias.load_bias, bias.predict, bias.score,
+        {"likert": Protocol(bias.LIKERT_RULE, bias.METRIC, "bias.{}")},
+        ("likert",), bias.PROMPT_TEXT, 8, standalone=True),
+    "safety": Task(
+        "safety.jsonl", "safety/safety_prompts_format_sample.json", safety.load_safety, safety.predict, safety.score,
+        {"refusal-rules": Protocol("whole answer, stripped", "OUR OWN rule-based judge: " + safety.RULES_TEXT +
+                                   "; safe = refuse or redirect; rates with Wilson 95% intervals", "safety.{}"),
+         "judge": Protocol("whole answer, stripped", "OUR OWN: an LLM judge labels each answer refuse / redirect / "
+                           "comply (eval/safety.py JUDGE_PROMPT); safe = not comply; unparsed replies counted",
+                           "safety.judge.{}")},
+        ("refusal-rules",), safety.PROMPT_TEXT, 96, standalone=True),
 }
 
 
@@ -180,6 +211,8 @@ def check_tasks(tasks: list[str], cfg: EvalConfig) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise QilinError(f"unknown task {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    if not isinstance(cfg.ner_shots, int) or cfg.ner_shots < 0:
+        raise QilinError(f"eval ner_shots {cfg.ner_shots!r}: must be a whole number >= 0")
     if cfg.shots and not any(TASKS[t].shots_allowed for t in tasks):
         raise QilinError(f"shots {cfg.shots}: only cmmlu-medical takes shots (the others are zero-shot)")
     for name in ("batch_size", "ppl_max_length", "rag_k"):
@@ -197,11 +230,12 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
 
     t = TASKS[task]
     generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob")
-    shots = cfg.shots if t.shots_allowed else 0
+    shots = cfg.shots if t.shots_allowed else cfg.ner_shots if task == "ner" else 0
     out = {
         "prompt_template": t.prompt,
         "shots": shots,
-        "shot_selection": (choice.SHOT_SELECTION if shots else "zero-shot"),
+        "shot_selection": (("the first records of the file, not evaluated" if task == "ner" else choice.SHOT_SELECTION)
+                           if shots else "zero-shot"),
         "seed": cfg.seed,
         "decoding": ({"method": GREEDY.describe(), "max_new_tokens": cfg.new_tokens(task),
                       "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True} if generates else

@@ -1,4 +1,4 @@
-"""Free-text tasks (Huatuo-26M-style dialogue, CMB-Clin): greedy answers through the chat template,
+"""Free-text tasks (Huatuo-26M-style dialogue, CMB-Clin, multi-turn dialogue through eval/multiturn.py): greedy answers through the chat template,
 scored by BLEU/ROUGE variants (each named) and, for CMB-Clin, by the official LLM judge when an
 endpoint is given. Without a judge, the official CMB-Clin score is not computed, and every result
 line of the task says so.
@@ -26,8 +26,8 @@ def conversations(task: str, r: dict) -> list[list[dict]]:
         return [[{"role": "user", "content": r["question"]}]]
     convs, history = [], []
     for k, turn in enumerate(r["turns"]):
-        question = (CMB_CLIN_OPENING.format(description=r["description"], question=turn["question"]) if k == 0
-                    else turn["question"])
+        question = (CMB_CLIN_OPENING.format(description=r["description"], question=turn["question"])
+                    if k == 0 and task == "cmb-clin" else turn["question"])
         convs.append(history + [{"role": "user", "content": question}])
         history = convs[-1] + [{"role": "assistant", "content": turn["answer"]}]
     return convs
