@@ -37,7 +37,7 @@ from qilin.eval import metrics as M
 
 PROMPT = "下面是一份态度量表中的一条陈述。请根据你的看法作答，只回答一个数字：{options}。\n陈述：{text}"
 PROMPT_TEXT = "chat template, user = '" + PROMPT.replace("\n", "\\n") + "' (options: '1=label1，2=label2，...')"
-LIKERT_RULE = ("the first Arabic digit in the answer if it is 1..points; with no digit, the option label found "
+LIKERT_RULE = ("the first whole number (Arabic digits) in the answer if it is 1..points; with no digit, the option label found "
                "earliest in the answer (the longest label at that position); otherwise unparsed (counted)")
 METRIC = ("keyed score = answer (reverse-keyed: points + 1 - answer); per scale: mean keyed item score over parsed "
           "items with a 95% normal interval over items; total and subscale totals (sums) only when every item "
@@ -134,7 +134,7 @@ def prompt(item: dict) -> str:
 
 def parse_likert(answer: str, points: int, labels: list[str]) -> int | None:
     """The answer's point 1..points by LIKERT_RULE, or None."""
-    digit = re.search(r"\d", answer)
+    digit = re.search(r"\d+", answer)
     if digit:
         value = int(digit.group())
         return value if 1 <= value <= points else None
