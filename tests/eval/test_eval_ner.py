@@ -48,6 +48,23 @@ def test_a_bad_span_is_one_line_naming_file_line_and_field(tmp_path, entity, wor
     assert "\n" not in str(e.value)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 12), st.integers(-3, 15), st.integers(-3, 15), st.booleans())
+def test_a_span_is_read_iff_it_lies_inside_its_text(n, start, end, ccks):
+    import tempfile
+    from pathlib import Path
+
+    text = "病" * n
+    ent = ({"label_type": "疾病和诊断", "start_pos": start, "end_pos": end} if ccks else ["疾病和诊断", start, end])
+    with tempfile.TemporaryDirectory() as d:
+        f = write(Path(d) / "x.jsonl", [{"originalText" if ccks else "text": text, "entities": [ent]}])
+        if 0 <= start < end <= n:
+            assert list(ner.read_ner(f))[0]["entities"] == [{"type": "疾病和诊断", "start": start, "end": end}]
+        else:
+            with pytest.raises(InputError, match="outside its text"):
+                list(ner.read_ner(f))
+
+
 def test_a_mention_that_disagrees_with_its_offsets_is_an_error(tmp_path):
     f = write(tmp_path / "s.jsonl", [{"text": TEXT, "entities": [{"type": "药物", "start": 3, "end": 6,
                                                                     "mention": "硝苯地平"}]}])
