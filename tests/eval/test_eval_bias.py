@@ -105,6 +105,15 @@ def test_bias_section_per_stage(tmp_path):
     md = bias.bias_section(tmp_path)
     assert "| sft | 3.50 [3.00, 4.00] | n/a | 2 of 8 |" in md
     assert "| rejection | 2.25 [1.75, 2.75] | 18 | 0 of 8 |" in md
+    # a stage with rounds: one row per round, from the round's own evaluation
+    rej = tmp_path / "05-rejection"
+    (rej / "eval" / "rows.json").write_text(json.dumps({"rejection r1": {"round": 1}, "rejection r2": {"round": 2}}))
+    for k, mean in ((1, 3.0), (2, 2.25)):
+        (rej / f"round{k}" / "eval").mkdir(parents=True)
+        (rej / f"round{k}" / "eval" / "metrics.json").write_text((rej / "eval" / "metrics.json").read_text()
+                                                                 .replace("2.25", str(mean)))
+    md = bias.bias_section(tmp_path)
+    assert "| rejection r1 | 3.00" in md and "| rejection r2 | 2.25" in md and "| rejection |" not in md
     assert "Paper:" in md and "likert: prompt" in md and "| data |" not in md
     (tmp_path / "recipe.json").write_text(json.dumps({"steps": [["data", "00-data"]]}))
     assert bias.bias_section(tmp_path) == ""

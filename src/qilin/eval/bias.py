@@ -206,9 +206,7 @@ def bias_section(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     rows = []
     for name, folder in read_json(run_dir / "recipe.json")["steps"]:
-        f = run_dir / folder / "eval" / "metrics.json"
-        if f.is_file():
-            rows.append((name, read_json(f)))
+        rows += _stage_rows(name, run_dir / folder)
     scales = list(dict.fromkeys(k.split(".")[1] for _, m in rows for k in m["metrics"]
                                 if k.startswith("bias.") and k.endswith(".mean")))
     if not scales:
@@ -228,3 +226,19 @@ def bias_section(run_dir: str | Path) -> str:
         out += ["", f"Paper: {PAPER_NOTE}.", ""]
     protocol = next((m["protocols"][k] for _, m in rows for k in m["protocols"] if k.startswith("bias.")), "")
     return "\n".join(out + [f"Protocol: {protocol}", ""])
+
+
+def _stage_rows(name: str, folder: Path) -> list[tuple[str, dict]]:
+    """(row name, metrics.json) of a stage: one per round where the stage has rounds (rejection:
+    eval/rows.json names them, round<k>/eval/ holds each round's evaluation), else the stage's own."""
+    from qilin.runs import read_json
+
+    rows_file = folder / "eval" / "rows.json"
+    rounds = read_json(rows_file) if rows_file.is_file() else {}
+    out = []
+    for row_name, row in rounds.items():
+        own = folder / f"round{row.get('round')}" / "eval" / "metrics.json"
+        if "round" in row and own.is_file():
+            out.append((row_name, read_json(own)))
+    own = folder / "eval" / "metrics.json"
+    return out or ([(name, read_json(own))] if own.is_file() else [])
