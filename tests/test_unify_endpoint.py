@@ -28,6 +28,7 @@ class FakeServer:
 
     def __init__(self, delay: float = 0.0, mode: str = "ok"):
         self.delay, self.mode, self.log, self.lock = delay, mode, [], threading.Lock()
+        self.active = self.peak = 0  # requests being answered now / at most at once
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,7 +40,11 @@ class FakeServer:
                 with server.lock:
                     first = (kind, n) not in {(k, m) for k, m, _ in server.log}
                     server.log.append((kind, n, time.time()))
+                    server.active += 1
+                    server.peak = max(server.peak, server.active)
                 time.sleep(server.delay)
+                with server.lock:
+                    server.active -= 1
                 if server.mode == "flaky" and first:
                     return self._send(503, {"error": {"message": "busy, try again"}})
                 if server.mode == "malformed":
@@ -116,27 +121,18 @@ def run_cli(argv, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_16_concurrent_requests_are_at_least_8x_faster_than_1(tmp_path, server_factory):
-    server = server_factory(delay=0.15)
-    data = corpus(tmp_path, 16)  # 32 requests: ~4.8 s one at a time, ~0.3 s sixteen at a time
-    seconds = {}
-    # A first run pays the client's lazy imports and model building: not what is compared.
-    unify.run(config.build(unify.Config, {"out": tmp_path / "warm", "data": data, "limit": 1,
-                                          "generator": settings(server.url)}))
-    # One-at-a-time is sleep-bound and steady; sixteen-at-a-time is short and CPU-bound, so a busy
-    # machine's scheduler can stretch one try: the best of two is its time (usual benchmark practice).
-    for concurrency, tries in ((1, 1), (16, 2)):
-        for k in range(tries):
-            cfg = config.build(unify.Config, {"out": tmp_path / f"c{concurrency}-{k}", "data": data,
-                                              "generator": settings(server.url, concurrency=concurrency)})
-            started = time.perf_counter()
-            unify.run(cfg)
-            seconds.setdefault(concurrency, []).append(time.perf_counter() - started)
-    speedup = seconds[1][0] / min(seconds[16])
-    print(f"unify against the fake endpoint: 1 -> {seconds[1][0]:.2f} s, 16 -> "
-          f"{', '.join(f'{s:.2f}' for s in seconds[16])} s, {speedup:.1f}x")
-    assert speedup >= 8, seconds
-    pairs = [(tmp_path / f"c{c}-0" / "unified.jsonl").read_text(encoding="utf-8") for c in (1, 16)]
+def test_concurrency_16_keeps_many_requests_in_flight_and_gives_the_same_pairs(tmp_path, server_factory):
+    """Behaviour, not timing: with concurrency 16 the endpoint sees many requests at once (with 1, one),
+    and the pairs are the same. The speed-up itself is measured by benchmarks, not asserted here."""
+    data = corpus(tmp_path, 16)  # 32 requests
+    peaks = {}
+    for concurrency in (1, 16):
+        server = server_factory(delay=0.3)
+        unify.run(config.build(unify.Config, {"out": tmp_path / f"c{concurrency}", "data": data,
+                                              "generator": settings(server.url, concurrency=concurrency)}))
+        peaks[concurrency] = server.peak
+    assert peaks[1] == 1 and peaks[16] >= 8, peaks
+    pairs = [(tmp_path / f"c{c}" / "unified.jsonl").read_text(encoding="utf-8") for c in (1, 16)]
     assert pairs[0].count("\n") == 16 and sorted(pairs[0].splitlines()) == sorted(pairs[1].splitlines())
 
 

@@ -1,7 +1,6 @@
 """The data stage on the bundled data: contract shapes, determinism, no leaks, card = files, resume."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -82,9 +81,7 @@ def test_deterministic_and_seed_dependent(built, tmp_path):
 
 def test_rerun_on_complete_folder_returns_at_once(built):
     before = {n: (built / n).stat().st_mtime_ns for n in FILES}
-    start = time.perf_counter()
-    assert prepare.run(load(prepare.Config, base={"out": built})) == built
-    assert time.perf_counter() - start < 0.5
+    assert prepare.run(load(prepare.Config, base={"out": built})) == built  # nothing rewritten (below)
     assert before == {n: (built / n).stat().st_mtime_ns for n in FILES}
 
 

@@ -84,7 +84,7 @@ class GeneratorSettings:
     temperature: float = doc("sampling temperature (a second try must be able to differ from the first)", 0.7)
     top_p: float = doc("nucleus sampling", 0.9)
     max_tokens: int = doc("longest reply in tokens", 512)
-    backend: Literal["auto", "transformers", "vllm"] = doc("local: vLLM if installed (auto), or force one", "auto")
+    backend: Literal["auto", "transformers", "vllm"] = doc("local: vLLM if installed and a GPU is present (auto), or force one", "auto")
 
 
 @dataclass
@@ -413,46 +413,10 @@ def _local_chat(g: GeneratorSettings, seed: int):
     into one generation batch (a model generates a batch almost as fast as one prompt)."""
     if not g.model:
         raise QilinError("unify: generator.kind=local needs generator.model (a model folder)")
-    generate = _vllm_generate(g, seed) if _use_vllm(g) else _hf_generate(g, seed)
+    from qilin.model.generate import chat_generator
+
+    generate = chat_generator(g.model, g.temperature, g.top_p, g.max_tokens, seed, g.backend)
     return _Batcher(generate, max(1, g.concurrency))
-
-
-def _use_vllm(g: GeneratorSettings) -> bool:
-    import importlib.util
-
-    found = importlib.util.find_spec("vllm") is not None
-    if g.backend == "vllm" and not found:
-        raise QilinError("unify: generator.backend=vllm but vLLM is not installed")
-    return g.backend == "vllm" or (g.backend == "auto" and found)
-
-
-def _hf_generate(g: GeneratorSettings, seed: int):
-    import torch
-
-    from qilin.model.chat import prompt_text
-    from qilin.model.runtime import Decoding, load_lm
-
-    lm = load_lm(g.model)
-    torch.manual_seed(seed)  # once: each batch continues the same random stream
-    decoding = Decoding(do_sample=True, temperature=g.temperature, top_p=g.top_p)
-
-    def generate(batch: list[list[dict]]) -> list[str]:
-        prompts = [prompt_text(lm.tokenizer, messages) for messages in batch]
-        return lm.generate(prompts, g.max_tokens, len(prompts), decoding)
-
-    return generate
-
-
-def _vllm_generate(g: GeneratorSettings, seed: int):  # pragma: no cover - needs vLLM and a GPU
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(model=g.model, seed=seed)
-    params = SamplingParams(temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_tokens)
-
-    def generate(batch: list[list[dict]]) -> list[str]:
-        return [o.outputs[0].text for o in llm.chat(batch, params, use_tqdm=False)]
-
-    return generate
 
 
 class _Batcher:

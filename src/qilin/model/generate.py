@@ -1,8 +1,9 @@
 """THE sampling interface: N answers per chat prompt, through vLLM when it is installed (and a GPU is
-there to run it), through transformers' batched `generate` otherwise.
+there to run it), through the model runtime (model/runtime.py, transformers' batched `generate`)
+otherwise. The engine choice (`backend_for`) and the decoding rules live here and nowhere else.
 
-Rejection sampling (train/rejection.py) calls `sample(model_dir, prompts, settings)` and never needs
-to know which engine ran. Both engines see the same inputs: each prompt is rendered with the model's
+Rejection sampling (train/rejection.py) calls `sample(model_dir, prompts, settings)`, unification's
+local generator `chat_generator(...)`; neither needs to know which engine ran. Both engines see the same inputs: each prompt is rendered with the model's
 chat template (model/chat.py) and ends with the assistant header, and generation stops at the end of
 the assistant turn (`<|im_end|>`) or at EOS.
 
@@ -59,6 +60,51 @@ def sample(model_dir: str | Path, prompts: list[str], settings: Sampling) -> lis
     if engine == "vllm":
         return _sample_vllm(Path(model_dir), prompts, settings)
     return _sample_transformers(Path(model_dir), prompts, settings)
+
+
+def chat_generator(model_dir: str | Path, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+                   backend: str = "auto"):
+    """A function batch-of-conversations -> one sampled reply each, on the engine `backend` resolves to
+    (unification's local generator). Same decoding rules as `sample`: the model's chat template, stop at
+    the end of the assistant turn or EOS, top_p alone decides the nucleus."""
+    engine = backend_for(backend)
+    log.info("local generator %s with %s (temperature %.2f, top_p %.2f)", model_dir, engine, temperature, top_p)
+    if engine == "vllm":
+        return _vllm_chat(Path(model_dir), temperature, top_p, max_new_tokens, seed)
+    import torch
+
+    from qilin.model.chat import prompt_text
+    from qilin.model.runtime import Decoding, load_lm
+
+    lm = load_lm(model_dir)
+    torch.manual_seed(seed)  # once: each batch continues the same random stream
+    decoding = Decoding(do_sample=True, temperature=temperature, top_p=top_p)
+
+    def generate(batch: list[list[dict]]) -> list[str]:
+        prompts = [prompt_text(lm.tokenizer, messages) for messages in batch]
+        return lm.generate(prompts, max_new_tokens, len(prompts), decoding)
+
+    return generate
+
+
+def _vllm_chat(model_dir: Path, temperature: float, top_p: float, max_new_tokens: int, seed: int):
+    """pragma: no cover - needs vLLM and a GPU."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from qilin.model.chat import ensure_chat_template, prompt_text, stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    ensure_chat_template(tokenizer)
+    llm = LLM(model=str(model_dir), seed=seed, dtype="auto")
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                            stop_token_ids=stop_token_ids(tokenizer), seed=seed)
+
+    def generate(batch: list[list[dict]]) -> list[str]:
+        prompts = [prompt_text(tokenizer, messages) for messages in batch]
+        return [r.outputs[0].text for r in llm.generate(prompts, params, use_tqdm=False)]
+
+    return generate
 
 
 def chat_prompts(tokenizer, prompts: list[str]) -> list[str]:
