@@ -9,45 +9,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import os
 import sys
 from pathlib import Path
 
-from qilin.errors import QilinError
+from qilin.entry import run_cli
+from qilin.stages import STAGES, Stage, commands
 
-# Stage commands: name -> (module, one-line description). Each module has `Config` and `run(cfg)`.
-STAGE_COMMANDS = {
-    "base": ("qilin.train.base", "the base model: a local HF model dir, or the tiny default trained from scratch"),
-    "cpt": ("qilin.train.cpt", "domain continued pre-training (documents + EOS, packed blocks)"),
-    "sft": ("qilin.train.sft", "supervised fine-tuning, loss on assistant tokens only"),
-    "dpo": ("qilin.train.dpo", "direct preference optimisation (sigmoid loss, reference = input model)"),
-    "unify": ("qilin.data.unify", "HuatuoGPT-II unification: text segments -> (question, answer) pairs by a generator"),
-    "onestage": ("qilin.train.onestage", "HuatuoGPT-II one-stage training: priority-sampled order, packed, answers only"),
-    "reward": ("qilin.train.reward",
-               "reward model: scalar head on the policy, pairwise loss (scoring: reward-score)"),
-    "rejection": ("qilin.train.rejection",
-                  "rejection-sampling RLHF: sample N, keep the top K by reward, SFT, T rounds"),
-}
+# Modules with `add_parser(sub)` adding commands of their own (`qilin reward-score`, `qilin eval ...`,
+# `qilin rag ...`). They must not import this module at import time (no cycle: tests/test_imports.py).
+SUB_CLIS = ["qilin.train.reward", "qilin.eval.cli", "qilin.rag.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return args.func(args) or 0
-    except QilinError as e:
-        print(f"qilin: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("qilin: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    return run_cli(_parser(), argv)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,23 +35,16 @@ def _parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="prepare stage datasets, check data files")
     data_sub = data.add_subparsers(title="data commands", metavar="COMMAND")
-    _add_stage(data_sub, "prepare", "qilin.data.prepare",
-               "split the bundled data into training sets and held-out evaluation sets, with a data card")
+    _add_stage(data_sub, "prepare", STAGES["data"])
     from qilin.data.cli import add_commands  # light: heavy imports happen inside the commands
 
     add_commands(data_sub)
 
-    for name, (module, text) in STAGE_COMMANDS.items():
-        _add_stage(sub, name, module, text)
-    importlib.import_module("qilin.train.reward").add_parser(sub)  # `qilin reward-score`; light imports
-
-    from qilin.eval.cli import add_parser as add_eval
-
-    add_eval(sub)
-
-    from qilin.rag.cli import add_parser as add_rag
-
-    add_rag(sub)
+    for name, record in commands().items():  # `qilin <stage>`: every stage with a command (qilin.stages)
+        _add_stage(sub, name, record)
+    # Sub-CLIs: each module's add_parser(sub) registers its own commands; imports there stay light.
+    for module in SUB_CLIS:
+        importlib.import_module(module).add_parser(sub)
 
     rep = sub.add_parser("report", help="write report.md / report.html for a recipe run folder")
     rep.add_argument("run", help="runs/<recipe>")
@@ -85,12 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_stage(sub, name: str, module: str, text: str) -> None:
-    s = sub.add_parser(name, help=text, description=text, epilog=_config_help(name, module),
+def _add_stage(sub, name: str, record: Stage) -> None:
+    s = sub.add_parser(name, help=record.help, description=record.help, epilog=_config_help(name, record.module),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", help="YAML config file")
     s.add_argument("overrides", nargs="*", help="key=value settings (see below)")
-    s.set_defaults(func=_cmd_stage, module=module)
+    s.set_defaults(func=_cmd_stage, module=record.module)
 
 
 def _config_help(name: str, module: str) -> str:

@@ -13,6 +13,10 @@ from pathlib import Path
 class QilinError(Exception):
     """An error caused by the user's input or configuration; printed as one line, exit code 2."""
 
+    def __str__(self) -> str:
+        # One line whatever the message quotes (a YAML parser's two-line note, a key holding a newline).
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class InputError(QilinError):
     """A malformed record: names the file, the line (1-based, or None for whole-file problems) and the field."""

@@ -18,8 +18,6 @@ in the main process while the others wait (qilin.dist).
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -30,26 +28,9 @@ from qilin import dist
 from qilin.config import doc
 from qilin.errors import QilinError
 from qilin.runs import RunFolder, atomic_write_json, atomic_write_text, read_json
+from qilin.stages import OUTPUTS, STAGES, of_module, recipe_stages
 
 log = logging.getLogger("qilin")
-
-# The training stages a recipe may list, by name -> module (a dict is our registry), and the file of
-# the data stage's output that each one trains on unless the recipe says otherwise.
-STAGES = {"cpt": "qilin.train.cpt", "sft": "qilin.train.sft", "dpo": "qilin.train.dpo", "reward": "qilin.train.reward",
-          "rejection": "qilin.train.rejection", "unify": "qilin.data.unify", "onestage": "qilin.train.onestage"}
-STAGE_DATA = {"cpt": "train/cpt.jsonl", "sft": "train/sft.jsonl", "dpo": "train/dpo.jsonl", "reward": "train/dpo.jsonl",
-              "rejection": "train/sft.jsonl",  # rejection: the SFT prompts are its prompt pool
-              "unify": "train/cpt.jsonl", "onestage": "train/sft.jsonl"}
-# Stages whose model is not a policy (a reward model): the stages after them keep training the policy
-# before them, and get this model as `reward_model` if their Config has that field.
-NOT_A_POLICY = {"reward"}
-# Stages that make data, not a model (HuatuoGPT-II's unification): they get no model and train nothing,
-# the policy passes them by, and the stages after them get the file they wrote as this Config field.
-MAKES_DATA = {"unify": ("unified", "unified.jsonl")}
-# Stages that train through the Trainer: every process of a multi-process launch runs them.
-IN_EVERY_PROCESS = {"qilin.train.base", "qilin.train.cpt", "qilin.train.sft", "qilin.train.dpo",
-                    "qilin.train.reward", "qilin.train.rejection", "qilin.train.onestage"}
-
 
 @dataclass
 class Recipe:
@@ -58,10 +39,10 @@ class Recipe:
     seed: int = doc("Seed for data splits and every stage, unless a stage sets its own.", 42)
     data: dict = doc("Options of the data stage (qilin.data.prepare.Config).", {})
     base: dict = doc("Options of the base stage (qilin.train.base.Config): a user's model dir, or the tiny default.", {})
-    stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (a key of STAGES), an optional "
-                             "`name:` (default: the stage; names the folder and the summary row), an optional "
-                             "`from:` (`base` or an earlier stage's name: train from that model instead of the "
-                             "previous one, e.g. a second path compared with the first) and its options.", [])
+    stages: list[dict] = doc("Training stages in order; each a mapping with `stage:` (a stage of qilin.stages), "
+                             "an optional `name:` (default: the stage; names the folder and the summary row), "
+                             "an optional `from:` (`base` or an earlier stage's name: train from that model instead "
+                             "of the previous one, e.g. a second path compared with the first) and its options.", [])
     eval: dict = doc("Options of the evaluation after every stage (qilin.eval.tasks.EvalConfig, the same config as `qilin eval`).", {})
     rag: dict | None = doc("Options of the rag stage (qilin.rag.stage.Config): index the CPT corpus and evaluate "
                            "the final model with retrieval (Qilin-Med-RAG); `model:` may name a stage (default: "
@@ -77,8 +58,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         recipe.out = Path("runs") / recipe.name
     names = [s.get("stage") if isinstance(s, dict) else s for s in recipe.stages]
     for i, name in enumerate(names):
-        if name not in STAGES:
-            raise QilinError(f"{path}: stages[{i}].stage: {name!r} is not one of {', '.join(STAGES)}")
+        if name not in recipe_stages():
+            raise QilinError(f"{path}: stages[{i}].stage: {name!r} is not one of {', '.join(recipe_stages())}")
     return recipe
 
 
@@ -102,51 +83,50 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
     steps.append(("base", base_run, base_cfg))
 
     # A user's own base model is used in place; the tiny default is written into the base folder.
-    policy = Path(recipe.base["model"]) if recipe.base.get("model") else base_run.model_dir
-    reward_model = None
-    models = {"base": policy}  # the policies so far by stage name, for `from:`
-    made: dict[str, Path] = {}  # Config field -> file, from the MAKES_DATA stages so far
+    outputs = {"policy": Path(recipe.base["model"]) if recipe.base.get("model") else base_run.model_dir}
+    models = {"base": outputs["policy"]}  # the policies so far by stage name, for `from:`
     started_from: dict[str, tuple[str, Path, bool]] = {}  # stage name -> (kind, input model, trained with passages)
     rag_folder = out / f"{len(recipe.stages) + 2:02d}-rag"
     for i, spec in enumerate(recipe.stages):
         spec = dict(spec)
         kind = spec.pop("stage")
         name = spec.pop("name", kind)
+        where = f"stages[{i}] ({name})"
+        record = STAGES[kind]
         start = spec.pop("from", None)
         if start is not None:  # a path that starts again from an earlier model (a comparison from base)
             if start not in models:
-                raise QilinError(f"stages[{i}] ({name}).from: {start!r} is not `base` or an earlier stage "
-                                 f"({', '.join(models)})")
-            policy = models[start]
-        if spec.get("rag") is not None:  # retrieval-augmented training: passages from the rag stage's index
-            spec["rag"] = _rag_training(recipe, spec["rag"], rag_folder, f"stages[{i}] ({name}).rag")
-        started_from[name] = (kind, policy, spec.get("rag") is not None)
+                raise QilinError(f"{where}.from: {start!r} is not `base` or an earlier stage ({', '.join(models)})")
+            outputs["policy"] = models[start]
+        if record.retrieval_training and spec.get("rag") is not None:  # passages from the rag stage's index
+            spec["rag"] = _rag_training(recipe, spec["rag"], rag_folder, f"{where}.rag")
         run = RunFolder(out / f"{i + 2:02d}-{name}")
-        module = importlib.import_module(STAGES[kind])
-        if kind in MAKES_DATA:
-            values = {"data": data_run.path / STAGE_DATA[kind], "seed": recipe.seed, **spec, "out": run.path}
-        else:
-            values = {"data": data_run.path / STAGE_DATA[kind], **_seeded(spec, recipe.seed),
-                      "out": run.path, "model": policy}
-        fields = {f.name for f in dataclasses.fields(module.Config)}
-        for field_name, path in made.items():
-            if field_name in fields:
-                values.setdefault(field_name, path)
-        if reward_model is not None and "reward_model" in fields:
-            values.setdefault("reward_model", reward_model)
-        if "eval_data" in fields:  # a stage that evaluates models of its own (rejection: every round's)
-            values.setdefault("eval_data", data_run.path)
-            values["eval"] = qconfig.merge(_eval_values(recipe, data_run.path), values.get("eval") or {})
-        steps.append((name, run, qconfig.build(module.Config, values, f"stages[{i}] ({name})")))
-        if kind in NOT_A_POLICY:
-            reward_model = run.model_dir  # the next stages keep training the policy, scored by this model
-        elif kind in MAKES_DATA:
-            made[MAKES_DATA[kind][0]] = run.path / MAKES_DATA[kind][1]
-        else:
-            policy = models[name] = run.model_dir
+        values = _stage_values(recipe, record, spec, data_run.path, run.path, outputs, where)
+        started_from[name] = (kind, values.get("model"), spec.get("rag") is not None)
+        steps.append((name, run, qconfig.build(record.config(), values, where)))
+        outputs[record.makes] = run.path / OUTPUTS[record.makes]
+        if record.makes == "policy":
+            models[name] = outputs["policy"]
     if recipe.rag is not None:
-        steps.append(_rag_step(recipe, rag_folder, data_run.path, policy, models, started_from))
+        steps.append(_rag_step(recipe, rag_folder, data_run.path, outputs["policy"], models, started_from))
     return steps
+
+
+def _stage_values(recipe: Recipe, record, spec: dict, data_dir: Path, out: Path, outputs: dict[str, Path],
+                  where: str) -> dict:
+    """A recipe stage's Config values: its record's defaults (data file, seed, the earlier outputs it
+    needs), then the recipe's options, then its run folder."""
+    values = {"data": data_dir / record.data} if record.data else {}
+    values |= _seeded(spec, recipe.seed, record.seed)
+    for field_name, kind in record.needs.items():
+        if kind not in outputs:
+            makers = [n for n, s in STAGES.items() if s.makes == kind]
+            raise QilinError(f"{where}: needs a {kind} from an earlier stage ({', '.join(makers)}); none before it")
+        values.setdefault(field_name, outputs[kind])
+    if record.evaluation == "own":  # it evaluates models of its own (rejection: every round's)
+        values.setdefault("eval_data", data_dir)
+        values["eval"] = qconfig.merge(_eval_values(recipe, data_dir), values.get("eval") or {})
+    return values | {"out": out}
 
 
 def _rag_training(recipe: Recipe, value: object, rag_folder: Path, where: str) -> dict:
@@ -201,16 +181,18 @@ def run_recipe(recipe: Recipe) -> Path:
     dist.setup()
     dist.on_main(_write_recipe, recipe, steps)
     for k, (name, run, cfg) in enumerate(steps, 1):
+        record = record_of(cfg)
         dist.on_main(_build_index_for, run, cfg, steps[-1])
-        if type(cfg).__module__ in IN_EVERY_PROCESS:
+        if record.every_process:  # trains through the Trainer: every process takes part
             _run_step(name, run, cfg, k, len(steps))
             dist.barrier()
         else:
             dist.on_main(_run_step, name, run, cfg, k, len(steps))
         if name == "base":
             dist.on_main(_count_tokens, data_dir, run)
-        if name != "data":
+        if record.evaluation != "none":
             dist.on_main(_evaluate, name, run, data_dir, eval_cfg)
+        if name != "data":
             dist.on_main(write_summary, out)
     if recipe.report:
         from qilin import report
@@ -225,16 +207,30 @@ def _write_recipe(recipe: Recipe, steps: list[tuple[str, RunFolder, object]]) ->
     """recipe.json (the steps and their folders, which summary and report follow) and the resolved recipe."""
     out = Path(recipe.out)
     atomic_write_json(out / "recipe.json", {"name": recipe.name, "seed": recipe.seed,
-                                            "steps": [[n, r.path.name] for n, r, _ in steps]})
+                                            "steps": [[n, r.path.name, _kind(c)] for n, r, c in steps]})
     atomic_write_text(out / "recipe.yaml", qconfig.dump(recipe))
+
+
+def record_of(cfg: object):
+    """The stage record of a step, from its config's type (every stage config lives in its stage module)."""
+    record = of_module(type(cfg).__module__)
+    if record is None:
+        raise QilinError(f"{type(cfg).__module__}: not a registered stage (qilin.stages.STAGES)")
+    return record
+
+
+def _kind(cfg: object) -> str:
+    """A step's stage kind (its key in qilin.stages.STAGES), recorded in recipe.json for the report."""
+    return next(k for k, s in STAGES.items() if s.module == type(cfg).__module__)
 
 
 def _build_index_for(run: RunFolder, cfg: object, last_step: tuple[str, RunFolder, object]) -> None:
     """A stage that trains with retrieved passages from the rag stage's index needs it before the rag
     stage runs: build it now, where the rag stage will find it (and reuse it)."""
     name, rag_run, rag_cfg = last_step
-    if name == "rag" and not run.is_complete() and getattr(getattr(cfg, "rag", None), "index", None) == \
-            rag_run.path / "index":
+    if not record_of(cfg).retrieval_training or name != "rag" or run.is_complete():
+        return
+    if cfg.rag is not None and cfg.rag.index == rag_run.path / "index":
         from qilin.rag import stage
 
         stage.ensure_index(rag_cfg)
@@ -243,7 +239,7 @@ def _build_index_for(run: RunFolder, cfg: object, last_step: tuple[str, RunFolde
 def write_summary(out: Path) -> Path:
     """summary.json: {stage: {metric: value}} from every evaluated stage, in recipe order."""
     summary = {}
-    for name, folder in read_json(out / "recipe.json")["steps"]:
+    for name, folder, *_ in read_json(out / "recipe.json")["steps"]:
         metrics_file = out / folder / "eval" / "metrics.json"
         if metrics_file.is_file():
             summary[name] = read_json(metrics_file)["metrics"]
@@ -261,7 +257,7 @@ def _run_step(name: str, run: RunFolder, cfg: object, k: int, total: int) -> Non
     log.info("[%d/%d] %s: %s%s", k, total, name, "resuming from " + resume.name if resume else "running",
              f" -> {run.path}")
     started = time.time()
-    importlib.import_module(type(cfg).__module__).run(cfg)  # every stage config lives beside its run()
+    record_of(cfg).run(cfg)  # every stage config lives beside its run()
     _release_memory()
     log.info("[%d/%d] %s: done in %.0f s (peak memory so far %.0f MB)", k, total, name, time.time() - started,
              _peak_rss_mb())
@@ -320,10 +316,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _seeded(values: dict, seed: int) -> dict:
-    """Give a stage's training settings the recipe seed unless it names its own."""
+def _seeded(values: dict, seed: int, where: str = "train.seed") -> dict:
+    """Give a stage the recipe seed at `where` (its record's `seed`: "train.seed" = its training settings,
+    "seed" = a plain field, "" = none) unless it names its own."""
     values = dict(values)
-    train = dict(values.get("train") or {})
-    train.setdefault("seed", seed)
-    values["train"] = train
+    if not where:
+        return values
+    section, _, key = where.rpartition(".")
+    target = values
+    if section:
+        target = values[section] = dict(values.get(section) or {})
+    target.setdefault(key, seed)
     return values

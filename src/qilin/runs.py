@@ -10,7 +10,10 @@ Every stage writes `runs/<recipe>/<NN>-<stage>/`:
     manifest.json   inputs with hashes, outputs, versions, seed, timings; written LAST
 
 A stage is complete only when its manifest exists. All JSON/YAML files are written atomically
-(temporary name, then rename) so that a kill never leaves a half-written file that looks valid.
+(temporary name, then rename) so that a kill never leaves a half-written file that looks valid, and
+with the ordinary mode of a new file (0666 less the umask; mkstemp's 0600 would hide outputs from the
+user's group). Folders built under a temporary name (`.X.partial-PID`, `.X.building-PID`,
+`.X.old-PID`) that a killed process left behind are removed by the next run (`remove_stale`).
 Under a multi-process launch only the main process writes a run folder (qilin.dist).
 """
 
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -30,6 +34,20 @@ from qilin.dist import is_main
 
 MANIFEST = "manifest.json"
 MODEL_DONE = ".complete"  # marker written inside model/ after the weights are saved
+_UMASK: int | None = None
+
+
+def _file_mode() -> int:
+    """0666 less the process umask (read once: os.umask can only be read by setting it)."""
+    global _UMASK
+    if _UMASK is None:
+        try:  # Linux shows it without changing it, so no other thread sees a changed umask
+            with open("/proc/self/status", encoding="ascii") as f:
+                _UMASK = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return 0o666 & ~_UMASK
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -41,6 +59,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), _file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -57,29 +76,59 @@ def atomic_write_jsonl(path: str | Path, records: list[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def remove_stale(target: str | Path) -> list[Path]:
+    """Remove `.NAME.{partial,building,old}-PID` next to `target` whose process is gone; return them.
+
+    These are the temporary names under which a folder is built and then renamed into place; a killed
+    build leaves one behind (hundreds of MB for an index). A live process's folder is left alone.
+    """
+    target = Path(target)
+    stale = re.compile(rf"\.{re.escape(target.name)}\.(?:partial|building|old)-(\d+)")
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for p in target.parent.iterdir():
+        m = stale.fullmatch(p.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether another process with this id runs (this one's own leftovers count as stale)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def iter_jsonl(path: str | Path, what: str = "data file"):
-    """(line number, record) for every non-blank line of a JSONL file, streamed.
+    """(line number, record: a JSON object) for every non-blank line of a JSONL file, streamed.
 
     A missing file or a line that is not JSON is the user's mistake: a QilinError / InputError
-    naming the file (and line), never a traceback.
+    naming the file (and line), never a traceback. The lines go through the readers' boundary
+    (qilin.data.parse): a folder or FIFO, a bad byte, deep nesting, a lone surrogate are named too.
     """
-    from qilin.errors import InputError, QilinError
+    from qilin.data.parse import _json_object, _jsonl_items
+    from qilin.errors import QilinError
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise QilinError(f"{path}: {what} not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, n, None, f"not valid JSON ({e.msg})") from None
+    if path.is_file() and path.stat().st_size == 0:
+        return
+    for n, line in _jsonl_items(path):
+        yield n, _json_object(path, n, line)
 
 
 def file_hash(path: str | Path, algo: str = "sha256") -> str:

@@ -57,3 +57,49 @@ def test_speed_20k_texts_against_1k_items():
     start = time.perf_counter()
     overlap.check(texts, index, max_train_docs=10)
     assert time.perf_counter() - start < 10
+
+
+def test_an_item_copied_into_many_texts_is_found_however_often():
+    """Issue 14: the boilerplate rule must not hide an evaluation question because it was copied widely."""
+    rng = random.Random(1)
+    filler = lambda k: "".join(chr(rng.randrange(0x4E00, 0x4E00 + 3000)) for _ in range(k))  # noqa: E731
+    items = [("cmexam", str(i), filler(40)) for i in range(20)]
+    index = overlap.build_index(items)
+    texts, planted = [], {}
+    for i, (_, key, question) in enumerate(items):
+        copy = question if i % 2 else question[:20] + "某" + question[21:]  # half with one character changed
+        for _ in range(1 + 5 * i):  # from 1 copy to 96 copies
+            planted[len(texts)] = key
+            texts.append(filler(rng.randrange(0, 80)) + copy + filler(rng.randrange(0, 80)))
+    stock = "感谢您的咨询，期望我的解释对你有所帮助。"  # a phrase in every clean text
+    clean = [filler(60) + stock + filler(60) for _ in range(2000)]
+    hits = overlap.check(texts + clean, index, min_coverage=0.2, max_train_docs=10)
+    found = sum(1 for k, h in enumerate(hits[:len(texts)]) if [x["id"] for x in h][:1] == [planted[k]])
+    false = sum(1 for h in hits[len(texts):] if h)
+    print(f"planted copies found: {found}/{len(texts)} (items copied 1-96 times), false positives: {false}/2000")
+    assert found == len(texts) and false == 0
+    old_rule = overlap.check(texts, index, min_coverage=0.2, max_train_docs=10, whole_coverage=1.01)
+    assert sum(map(bool, old_rule)) < len(texts) / 2  # the boilerplate rule alone misses the widely copied ones
+
+
+def test_the_builder_removes_and_counts_every_copy(tmp_path):
+    import json
+
+    from qilin.data.build import build
+    from qilin.data.sources import load_spec
+
+    question = "男，60岁。胸闷气促2周，查体：吸气时血压85/60mmHg，呼气时血压100/75mmHg，最可能的诊断是"
+    (tmp_path / "exam.csv").write_text("Question,Options,Answer,Explanation\n"
+                                       f"{question},A 心包积液\\nB 心肌梗死,A,\n", encoding="utf-8")
+    rows = [{"question": f"第{i}题：{question}？" if i < 30 else f"第{i}题：感冒了应该怎么办，需要注意什么？",
+             "answer": f"第{i}个回答：请到医院就诊并遵医嘱治疗。"} for i in range(60)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                       encoding="utf-8")
+    (tmp_path / "s.yaml").write_text(
+        "sources:\n  - {name: qa, path: qa.jsonl, kind: qa, stages: [sft]}\n"
+        "  - {name: exam, path: exam.csv, kind: multiple-choice, eval: [{set: exam}]}\n"
+        "parquet: false\ndedup: {near: false}\n", encoding="utf-8")
+    card = build(load_spec(tmp_path / "s.yaml"), tmp_path / "out")
+    assert card["contamination"]["removed_total"] == 30  # 30 copies, far over max_train_docs (10)
+    written = (tmp_path / "out" / "train" / "sft.jsonl").read_text(encoding="utf-8")
+    assert written.count("\n") == 30 and "胸闷气促" not in written

@@ -78,9 +78,9 @@ def test_every_task_writes_protocols_and_recomputes(tiny_model_dir, files, tmp_p
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert res["model"]["weights_hash"].startswith("sha256:") and "torch" in res["versions"]
     t = res["tasks"]
-    assert set(t["cmexam"]["protocols"]) == {"qilin-med", "cmexam", "letter-run", "logits"}
+    assert set(t["cmexam"]["protocols"]) == {"qilin-med", "cmexam", "letter-run", "first-line-union", "logits"}
     assert set(t["preference"]["protocols"]) == {"mean", "summed-logprob"}
-    assert set(t["cmmlu-medical"]["protocols"]) == {"logits", "generation"}
+    assert set(t["cmmlu-medical"]["protocols"]) == {"logits", "extract-choice", "choice-patterns"}
     assert set(t["dialogue"]["protocols"]) == {"char", "qilin-med"}
     for task in t.values():
         for proto in task["protocols"].values():
@@ -181,7 +181,7 @@ def test_cmb_clin_judge_against_a_local_fake_endpoint(tiny_model_dir, files, tmp
     assert code == 0, err
     assert len(_FakeJudge.calls) == 3 and _FakeJudge.calls[0]["model"] == "fake"
     assert "参考答案" in _FakeJudge.calls[0]["messages"][0]["content"]
-    j = json.loads((tmp_path / "o" / "results.json").read_text(encoding="utf-8"))["tasks"]["cmb-clin"]["protocols"]["judge"]
+    j = json.loads((tmp_path / "o" / "results.json").read_text(encoding="utf-8"))["tasks"]["cmb-clin"]["protocols"]["cmb-clin-rubric"]
     assert j["metrics"]["fluency"] == {"value": 4.0, "n": 2}               # replies 1 and 3 parse, 2 does not
     assert j["metrics"]["unparsed"]["value"] == 1 and j["judge"]["url"] == url
     code, err = qilin("--model", str(tiny_model_dir), "--tasks", "cmb-clin", "--data", f"cmb-clin={files / 'clin.json'}",

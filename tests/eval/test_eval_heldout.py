@@ -94,6 +94,13 @@ def test_every_heldout_set_is_scored_and_recomputes(tiny_model_dir, data_dir, tm
                                       for t, tr in res["tasks"].items()}
     lines = [json.loads(x) for x in (out / "predictions" / "cmexam.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all({"prompt", "output", "options", "prediction"} <= set(x) for x in lines)
+    # every prediction is what the upstream-exact rule extracts from the raw output stored beside it
+    from qilin.eval.extract import cmexam_parse_options, qilin_med_extract_cot_answer
+
+    for x in lines:
+        rule = {"qilin-med": qilin_med_extract_cot_answer, "cmexam": cmexam_parse_options}.get(x["protocol"])
+        if rule:
+            assert x["prediction"] == rule(x["output"].strip(), x["options"])
     # one generation read by both extraction rules
     by = {(x["protocol"], x["id"]): x for x in lines}
     assert all(by["qilin-med", i]["output"] == by["cmexam", i]["output"] for i in ("q1", "q2", "q3", "q4"))

@@ -37,7 +37,7 @@ def reward_run(tmp_path_factory, micro_model_dir):
 
 def test_reward_model_learns_beyond_length(reward_run):
     out, _ = reward_run
-    metrics = read_json(out / "eval" / "metrics.json")["metrics"]
+    metrics = read_json(out / reward.HELD_OUT / "metrics.json")["metrics"]
     assert metrics["reward.length_baseline_accuracy"] == 0.5
     assert metrics["reward.accuracy"] == 1.0 and metrics["reward.margin_mean"] > 0
     train = read_json(out / "metrics.json")
@@ -45,7 +45,7 @@ def test_reward_model_learns_beyond_length(reward_run):
     config = read_json(out / "model" / "config.json")
     assert config["architectures"] == ["Qwen2ForSequenceClassification"] and config["pad_token_id"] is not None
     assert (out / "manifest.json").is_file() and not (out / "checkpoints").exists()
-    assert len(read_json(out / "eval" / "metrics.json")["protocols"]) == 2
+    assert len(read_json(out / reward.HELD_OUT / "metrics.json")["protocols"]) == 2
 
 
 def test_ranked_list_gives_every_ordered_pair(tmp_path):
@@ -107,4 +107,4 @@ def test_lora_reward_model_is_merged_with_its_trained_head(tmp_path, micro_model
                                            "train": {**FAST, "lr": 1e-2, "max_steps": 8, "batch_size": 4,
                                                      "lora": {"enabled": True, "r": 4}}}))
     assert not (out / "model" / "adapter_config.json").exists()
-    assert read_json(out / "eval" / "metrics.json")["metrics"]["reward.accuracy"] == 1.0  # head and adapter kept
+    assert read_json(out / reward.HELD_OUT / "metrics.json")["metrics"]["reward.accuracy"] == 1.0  # head and adapter kept

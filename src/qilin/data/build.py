@@ -41,6 +41,7 @@ from qilin.data.kg import group_triples, render_entity
 from qilin.data.mix import interleave, select, targets
 from qilin.data.sources import Source, Spec, source_files
 from qilin.errors import QilinError
+from qilin.runs import remove_stale
 
 FATES = ("empty", "too_long", "exact_duplicate", "near_duplicate", "contamination", "mix_dropped")
 PARQUET_BATCH = 10_000
@@ -69,9 +70,15 @@ def build(spec: Spec, out: str | Path, on_error: str = "raise", sources_file: st
     if on_error not in ("raise", "skip"):
         raise QilinError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    remove_stale(out)  # what a killed build left behind
+    if out.exists() and not out.is_dir():
+        raise QilinError(f"{out}: is a file; --out must be a new or empty folder")
+    if out.exists() and any(out.iterdir()):
         raise QilinError(f"{out}: already exists and is not empty; remove it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise QilinError(f"{out}: cannot create its folder ({e.strerror or e})") from None
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -145,8 +152,8 @@ def hold_out(spec: Spec, stats: dict, on_error: str) -> tuple[dict[str, list[dic
         picked = _sample(s, spec, on_error, log, stats[s.name] if eval_only else None)
         held[s.name] = {pos for group in picked for pos, _ in group}
         for hold, group in zip(s.eval, picked):
-            items = [eval_item(clean_record(r, stats[s.name]["cleaning"], spec.scrub_pii), hold.shape)
-                     for _, r in group]
+            items = [eval_item(clean_record(r, stats[s.name]["cleaning"], spec.scrub_pii, not spec.keep_raw_ids),
+                               hold.shape) for _, r in group]
             evals.setdefault(hold.set, []).extend(items)
             stats[s.name]["held_out"][hold.set] += len(items)
     return evals, held
@@ -239,7 +246,7 @@ def _training_records(s: Source, spec: Spec, st: dict, held: set[int], on_error:
         if pos in held:
             continue
         st["training"] += 1
-        yield clean_record(rec, st["cleaning"], spec.scrub_pii)
+        yield clean_record(rec, st["cleaning"], spec.scrub_pii, not spec.keep_raw_ids)
     st["read"] += st["skipped"].total
 
 
@@ -249,7 +256,7 @@ def _kg_records(s: Source, spec: Spec, st: dict, records):
         for rec in records:
             st["read"] += 1
             st["training"] += 1
-            rec = clean_record(rec, st["cleaning"], spec.scrub_pii)
+            rec = clean_record(rec, st["cleaning"], spec.scrub_pii, not spec.keep_raw_ids)
             if "relations" in rec:
                 yield from ({"head": rec["entity"], "relation": r, "tail": t}
                             for r, tails in rec["relations"].items() for t in tails)
@@ -292,7 +299,7 @@ def decontaminate(matched: dict, index: dict, spec: Spec, keys=None) -> dict[tup
     removed = {}
     while keys:
         hits = overlap.check_matched([matched[k][0] for k in keys], index, c.min_shared, c.min_coverage,
-                                     c.max_train_docs)
+                                     c.max_train_docs, c.whole_coverage)
         if not any(hits):
             break
         for k, h in zip(keys, hits):

@@ -51,9 +51,11 @@ def make_card(spec, stats: dict, files: dict, mixing: dict, removed: dict, sourc
             "method": f"character {c.ngram}-grams after NFKC, case folding and removal of whitespace and "
                       f"punctuation; a training item overlaps an evaluation item when they share at least "
                       f"{c.min_shared} n-gram(s) covering at least {c.min_coverage:.0%} of the item's characters; "
-                      f"n-grams in more than {c.max_train_docs} training items are ignored as boilerplate",
+                      f"n-grams in more than {c.max_train_docs} training items are ignored as boilerplate, "
+                      f"unless the shared n-grams, boilerplate included, cover at least {c.whole_coverage:.0%} of "
+                      "the item (a copy, however often repeated)",
             "ngram": c.ngram, "min_shared": c.min_shared, "min_coverage": c.min_coverage,
-            "max_train_docs": c.max_train_docs, "eval_keys": EVAL_KEYS,
+            "max_train_docs": c.max_train_docs, "whole_coverage": c.whole_coverage, "eval_keys": EVAL_KEYS,
             "removed_total": len(removed), "by_benchmark": _by_benchmark(removed),
             "removed": [{"file": f"train/{o}.jsonl", "source": s, **r} for (o, s, _), r in removed.items()]},
         "capped": {f"train/{o}.jsonl": m["capped"] for o, m in mixing.items() if "capped" in m},

@@ -19,26 +19,40 @@ PII kinds (mainland China formats) and why each pattern is as strict as it is, b
 is full of numbers (doses, lab values, dates, ICD codes) that must not be touched:
   id_card   18-digit resident ID: 6-digit area, a birth date 18xx-20xx with a valid month and day,
             3 digits, and the ISO 7064 MOD 11-2 check character; a number failing the check stays.
+            15-digit first-generation ID (before 1999, still on old records): area 1-8xxxxx, a YYMMDD
+            birth date with a valid month and day, 3 digits; it has no check character.
   bank_card 16-19 digits (optionally in groups of 4) starting 3-6, passing the Luhn check.
   mobile    11 digits 1[3-9]xxxxxxxxx, optional +86 / 0086 / 86 prefix, optional - or space groups.
-  landline  area code 0xx or 0xxx WITH a separator or brackets, then 7-8 digits (010-12345678,
-            (0755)1234567); without the separator an 11-12 digit run is not claimed.
+  landline  area code 0xx or 0xxx WITH a separator (- or a space) or brackets, then 7-8 digits, which may
+            be split 3+4 or 4+4 (010-12345678, 010 6234 5678, (0755)1234567); without any separator
+            an 11-12 digit run is not claimed.
   email     local@domain.tld.
   qq        a 5-11 digit number right after "QQ" (QQ：12345678); the label is kept.
   wechat    an ID right after "微信：" / "微信号" / "wechat:" / "vx:"; the label is kept.
+  address   a street address ending in a house number: a road, street, lane or village name then
+            N号 (and building / unit / room parts), as in 北京市朝阳区建国路88号3号楼1202室; it starts
+            after the word that introduces it (住, 居, 于, 在, 址, ...); or whatever follows a label
+            住址：/地址：/家庭住址：... up to the next clause mark, if it names a place (省市区县镇乡村路街
+            号栋室...). The label is kept.
+  name      what follows 姓名： (2-4 characters); and a patient named in a case report: 患者/病人/患儿
+            + a common surname + 某/某某/×× (张某某), or + a given name of 1-2 characters directly
+            followed by the sex or age (患者王建国，男，45岁). Any other name is NOT detected (that
+            needs a named-entity model); the surname list keeps 患者高热 or 患者黄疸 from matching.
 Every pattern refuses a match inside a longer run of digits or letters.
-Names and street addresses are NOT detected (that needs a named-entity model).
+Identifiers inside `id` fields are scrubbed too (a placeholder with a short hash, so that ids stay
+distinct), unless the sources file sets keep_raw_ids.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import unicodedata
 from collections import Counter
 
 PLACEHOLDERS = {"id_card": "[ID_NUMBER]", "bank_card": "[BANK_CARD]", "mobile": "[PHONE]", "landline": "[PHONE]",
-                "email": "[EMAIL]", "qq": "[QQ]", "wechat": "[WECHAT]"}
+                "email": "[EMAIL]", "qq": "[QQ]", "wechat": "[WECHAT]", "address": "[ADDRESS]", "name": "[NAME]"}
 
 # ---------------------------------------------------------------- normalisation
 
@@ -102,43 +116,70 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-# (kind, pattern, validator of the matched digits or None). Order matters: longer numbers first.
+# The most common Chinese surnames (about 85% of the population), compound ones first.
+_SURNAME = ("(?:欧阳|司马|诸葛|上官|东方|慕容|令狐|皇甫|尉迟|公孙|司徒|夏侯|端木|长孙|宇文|"
+            "[王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任"
+            "沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤])")
+_CJK = "\u4e00-\u9fff"
+# Words that introduce an address end the text before it: the address starts after them.
+_ADDR_START = "的在住居于是系自患者现家址位从到去来和及与或为因被"
+_ADDR_CHAR = f"(?:(?![{_ADDR_START}])[{_CJK}])"
+_HOUSE = "(?:[0-9]+|[一二三四五六七八九十百零〇]+)"
+_ADDR_LABEL = "(?:家庭住址|现住址|联系地址|通讯地址|户籍地址|居住地址|住址|地址)"
+_PLACE = re.compile("[省市区县镇乡村路街巷弄号栋幢室]|小区|大道|胡同")
+
+# (kind, pattern, validator of the matched text or None). Order matters: longer numbers first.
 _PII = [
     ("email", re.compile(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
                          r"(?![A-Za-z0-9])", re.A), None),
     ("id_card", re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])"
-                           r"(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx](?![0-9A-Za-z])"), id_checksum_ok),
+                           r"(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx](?![0-9A-Za-z])"),
+     lambda m: id_checksum_ok(m.group())),
+    ("id_card", re.compile(r"(?<![0-9A-Za-z])[1-8][0-9]{5}[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+                           r"[0-9]{3}(?![0-9A-Za-z])"), None),
     ("bank_card", re.compile(r"(?<![0-9A-Za-z])[3-6][0-9]{3}(?:[ -]?[0-9]{4}){3}(?:[ -]?[0-9]{1,3})?(?![0-9A-Za-z])"),
-     lambda s: luhn_ok(re.sub(r"[ -]", "", s))),
+     lambda m: luhn_ok(re.sub(r"[ -]", "", m.group()))),
     ("mobile", re.compile(r"(?<![0-9A-Za-z+])(?:(?:\+|00)?86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9A-Za-z])"),
      None),
-    ("landline", re.compile(r"(?<![0-9A-Za-z])(?:0[1-9][0-9]{1,2}-|[(（]0[1-9][0-9]{1,2}[)）] ?)[2-9][0-9]{6,7}"
-                            r"(?:-[0-9]{1,4})?(?![0-9A-Za-z])"), None),
+    ("landline", re.compile(r"(?<![0-9A-Za-z])(?:0[1-9][0-9]{1,2}[- ]|[(（]0[1-9][0-9]{1,2}[)）] ?)"
+                            r"(?:[2-9][0-9]{2,3}[- ]?[0-9]{4})(?:-[0-9]{1,4})?(?![0-9A-Za-z])"), None),
     ("qq", re.compile(r"(?<=[Qq][Qq])(?:号码?)?\s*[:：]?\s*([1-9][0-9]{4,10})(?![0-9])"), None),
     ("wechat", re.compile(r"(?:微信号?|[Ww]e[Cc]hat|weixin|[Vv][Xx])\s*(?:号码?)?\s*[:：]\s*([A-Za-z][-_A-Za-z0-9]{5,19})"
                           r"(?![-_A-Za-z0-9])"), None),
+    ("address", re.compile(f"{_ADDR_LABEL}\\s*[:：]\\s*([^，。；;,\\n]{{2,40}})"), lambda m: bool(_PLACE.search(m.group(1)))),
+    ("address", re.compile(f"{_ADDR_CHAR}{{2,30}}?(?:路|街|大道|巷|弄|胡同|村){_HOUSE}号院?"
+                           f"(?:(?:{_HOUSE}|[A-Za-z])(?:号楼|号|栋|幢|座|单元|层|楼|室|户)|-[0-9]+)*"), None),
+    ("name", re.compile(f"姓名\\s*[:：]\\s*([{_CJK}·]{{2,4}}?)(?=[^{_CJK}·]|$|性别|年龄|民族|职业|籍贯|住址|电话|男|女)"), None),
+    ("name", re.compile(f"(?<=患者|病人|患儿|病患)({_SURNAME}(?:某某|某|[×xX＊*]{{1,2}}|[{_CJK}]{{1,2}}"
+                        f"(?=[，,、 ]?(?:男|女|[0-9]{{1,3}}岁))))"), None),
 ]
-# A cheap gate: text without a run of 5 digits, an @, or a QQ / WeChat label has no identifier.
-_PII_HINT = re.compile(r"[0-9]{3}[ -]?[0-9]{2}|@|[Qq][Qq]|微信|[Ww]e[Cc]hat|weixin|[Vv][Xx]")
+# A cheap gate: text without a run of 5 digits, an @, a QQ / WeChat / name / address label, a house
+# number or a patient has no identifier.
+_PII_HINT = re.compile(r"[0-9]{3}[ -]?[0-9]{2}|@|[Qq][Qq]|微信|[Ww]e[Cc]hat|weixin|[Vv][Xx]|姓名|址|号|"
+                       r"患者|病人|患儿|病患")
 
 
-def scrub_pii(text: str, stats: Counter | None = None) -> str:
-    """Personal identifiers replaced by placeholders; `stats["pii.<kind>"]` counts each replacement."""
+def scrub_pii(text: str, stats: Counter | None = None, hashed: bool = False) -> str:
+    """Personal identifiers replaced by placeholders; `stats["pii.<kind>"]` counts each replacement.
+    `hashed` adds a short hash of what was replaced ([PHONE-3f2a9c]): for ids, which must stay distinct."""
     if not _PII_HINT.search(text):
         return text
     for kind, pattern, valid in _PII:
-        text = pattern.sub(lambda m, k=kind, v=valid: _replace(m, k, v, stats), text)
+        text = pattern.sub(lambda m, k=kind, v=valid: _replace(m, k, v, stats, hashed), text)
     return text
 
 
-def _replace(m: re.Match, kind: str, valid, stats: Counter | None) -> str:
-    if valid is not None and not valid(m.group()):
+def _replace(m: re.Match, kind: str, valid, stats: Counter | None, hashed: bool = False) -> str:
+    if valid is not None and not valid(m):
         return m.group()
     if stats is not None:
         stats[f"pii.{kind}"] += 1
-    if m.lastindex:  # labelled kinds (QQ, WeChat): keep the label, replace the identifier
-        return m.group()[:m.start(1) - m.start()] + PLACEHOLDERS[kind] + m.group()[m.end(1) - m.start():]
-    return PLACEHOLDERS[kind]
+    holder = PLACEHOLDERS[kind]
+    if hashed:
+        holder = f"{holder[:-1]}-{hashlib.sha256(m.group().encode()).hexdigest()[:6]}]"
+    if m.lastindex:  # labelled kinds (QQ, WeChat, 姓名：, 住址：): keep the label, replace the identifier
+        return m.group()[:m.start(1) - m.start()] + holder + m.group()[m.end(1) - m.start():]
+    return holder
 
 
 def find_pii(text: str) -> list[tuple[str, str]]:
@@ -146,7 +187,7 @@ def find_pii(text: str) -> list[tuple[str, str]]:
     found = []
     for kind, pattern, valid in _PII:
         for m in pattern.finditer(text):
-            if valid is None or valid(m.group()):
+            if valid is None or valid(m):
                 found.append((kind, m.group(1) if m.lastindex else m.group()))
         text = pattern.sub(lambda m, k=kind, v=valid: _replace(m, k, v, None), text)
     return found
@@ -165,13 +206,16 @@ def clean_text(text: str, stats: Counter, scrub: bool = True) -> str:
     return scrub_pii(stripped, stats) if scrub else stripped
 
 
-_NOT_TEXT = frozenset({"id", "source", "subject"})  # ids and names stay as they are
+_NOT_TEXT = frozenset({"id", "source", "subject"})  # ids and names are not text (ids: identifiers scrubbed only)
 
 
-def clean_record(record: dict, stats: Counter, scrub: bool = True) -> dict:
+def clean_record(record: dict, stats: Counter, scrub: bool = True, scrub_ids: bool = True) -> dict:
     """Every text field of a reader record cleaned (nested lists and dicts included); strings stripped.
-    A multiple-choice `answer` is option letters, not text, and stays (a QA `answer` is cleaned)."""
+    A multiple-choice `answer` is option letters, not text, and stays (a QA `answer` is cleaned).
+    The `id` keeps its form but loses identifiers (hashed placeholders) when scrub and scrub_ids."""
     keep = _NOT_TEXT | ({"answer"} if "options" in record else set())
+    if scrub and scrub_ids and isinstance(record.get("id"), str):
+        record = {**record, "id": scrub_pii(record["id"], stats, hashed=True)}
 
     def walk(value):
         if isinstance(value, str):

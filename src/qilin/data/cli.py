@@ -11,6 +11,7 @@ UTF-8, empty, a missing column) stops the reader, so it is the one problem liste
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,10 +19,26 @@ from pathlib import Path
 from qilin.errors import QilinError
 
 
+class _TrailingOverrides(argparse.ArgumentParser):
+    """`build S --out D key=value`: argparse fills the positional `overrides` before --out and refuses
+    key=value words after it; those are overrides too."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extra = super().parse_known_args(args, namespace)
+        more = [a for a in extra if "=" in a and not a.startswith("-")]
+        ns.overrides = [*(ns.overrides or []), *more]
+        return ns, [a for a in extra if a not in more]
+
+
 def add_commands(data_sub) -> None:
     """Register `build` and `check` on the sub-parsers of `qilin data`."""
-    b = data_sub.add_parser("build", help="build stage datasets (JSONL + Parquet) and a data card from a sources file",
-                            description="Build the stage datasets described by a sources file (see data/sources.yaml).")
+    parser_class, data_sub._parser_class = data_sub._parser_class, _TrailingOverrides
+    try:
+        b = data_sub.add_parser("build", help="build stage datasets (JSONL + Parquet) and a data card from a sources file",
+                                description="Build the stage datasets described by a sources file (see "
+                                            "data/sources.yaml).")
+    finally:
+        data_sub._parser_class = parser_class
     b.add_argument("sources", help="sources file (YAML), e.g. data/sources.yaml")
     b.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     b.add_argument("--on-error", choices=("raise", "skip"), default="raise",
@@ -79,10 +96,14 @@ def cmd_check(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`qilin data ...` run on its own: the CLI's own entry point, so the same one-line errors and exit 2."""
-    from qilin.cli import main as qilin_main
+    """`qilin data build|check` run on their own, with the CLI's error handling (one-line errors, exit 2)."""
+    import argparse
 
-    return qilin_main(["data", *(sys.argv[1:] if argv is None else argv)])
+    from qilin.entry import run_cli
+
+    parser = argparse.ArgumentParser(prog="qilin data")
+    add_commands(parser.add_subparsers(title="data commands", metavar="COMMAND"))
+    return run_cli(parser, argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,15 @@ domain corpora produce (law names, stock option lists, templated doctor sign-off
 `max_train_docs` ignores n-grams found in many training texts (GPT-3's boilerplate rule), and
 `min_coverage` asks that the shared n-grams cover a fraction of the item's characters (the
 "contaminated tokens" measure of the Llama 2 report).
+
+The boilerplate rule alone can be dodged by repetition: a question copied into more than
+`max_train_docs` training texts makes its own n-grams "boilerplate", and then no copy is found; yet
+widely copied exam questions are exactly the ones most likely to leak. So an item whose shared
+n-grams, boilerplate ones INCLUDED, cover at least `whole_coverage` (0.8) of its characters overlaps
+however many training texts hold it. Stock phrases cover a small part of an item; a copy covers it
+(nearly) whole, and 0.8 leaves room for a copy with a changed character or two. Items shorter than n
+characters are left to the boilerplate rule: a string that short in many texts is a stock phrase (or
+CMExam's "nan" for a missing explanation), for the same reason that n is 13.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 NGRAM = 13
+WHOLE_COVERAGE = 0.8
 
 # \W is everything but letters, digits and "_": punctuation, symbols and whitespace of every script.
 _DROP = re.compile(r"[\W_]+")
@@ -60,15 +70,16 @@ def build_index(items: Iterable[tuple[str, str, str]], n: int = NGRAM) -> dict:
 
 
 def check(texts: Iterable[str], index: dict, min_shared: int = 1, min_coverage: float = 0.0,
-          max_train_docs: int | None = None) -> list[list[dict]]:
+          max_train_docs: int | None = None, whole_coverage: float = WHOLE_COVERAGE) -> list[list[dict]]:
     """For each training text, the evaluation items it overlaps: `[{"set", "id", "shared", "coverage"}]`.
 
     `shared` counts the distinct n-grams the text shares with the item; `coverage` is the fraction of
     the item's normalised characters inside those shared n-grams (a short item contained whole: 1).
     An item is reported when shared >= min_shared and coverage >= min_coverage. With
-    `max_train_docs`, n-grams found in more training texts than that are ignored as boilerplate.
+    `max_train_docs`, n-grams found in more training texts than that are ignored as boilerplate,
+    except for an item they (with the others) cover at least `whole_coverage` of: that is a copy.
     """
-    return check_matched(match(texts, index), index, min_shared, min_coverage, max_train_docs)
+    return check_matched(match(texts, index), index, min_shared, min_coverage, max_train_docs, whole_coverage)
 
 
 def match(texts: Iterable[str], index: dict) -> list[set[str]]:
@@ -77,13 +88,22 @@ def match(texts: Iterable[str], index: dict) -> list[set[str]]:
 
 
 def check_matched(matched: list[set[str]], index: dict, min_shared: int = 1, min_coverage: float = 0.0,
-                  max_train_docs: int | None = None) -> list[list[dict]]:
+                  max_train_docs: int | None = None, whole_coverage: float = WHOLE_COVERAGE) -> list[list[dict]]:
     """`check` on the output of `match`."""
     common: set[str] = set()
     if max_train_docs is not None:
         freq = Counter(g for m in matched for g in m)
         common = {g for g, c in freq.items() if c > max_train_docs}
-    return [_hits(m - common, index, min_shared, min_coverage) for m in matched]
+    out = []
+    for m in matched:
+        hits = _hits(m - common, index, min_shared, min_coverage)
+        if common and not common.isdisjoint(m):  # boilerplate n-grams here: is an item copied whole?
+            seen = {(h["set"], h["id"]) for h in hits}
+            whole = _hits(m & index["keys"], index, 1, whole_coverage)  # items of n characters or more only
+            hits += [h for h in whole if (h["set"], h["id"]) not in seen]
+            hits.sort(key=lambda h: (-h["coverage"], -h["shared"], h["set"], h["id"]))
+        out.append(hits)
+    return out
 
 
 def find(text: str, index: dict, min_shared: int = 1, min_coverage: float = 0.0) -> list[dict]:

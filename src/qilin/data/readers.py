@@ -11,167 +11,27 @@ is `nan`), and one bad row must not stop a whole pipeline. Skipped rows are note
 list gets the one-line messages, a Counter counts the reasons). File-level problems (not UTF-8, an
 empty file, a missing column, a JSON list that does not parse) always raise.
 
+What a file as a whole can do wrong (a folder or FIFO given as a file, no permission, deep JSON,
+lone surrogates, CR-only line ends) is handled once, in parse.py; each reader checks its format.
 `READERS` is the registry (a dict); `read(path)` detects the format and dispatches.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from qilin.data.parse import (  # noqa: F401 - re-exported: eval, RAG and tests read files with these
+    _csv_header, _csv_items, _id, _json_list_items, _json_object, _jsonl_items, _lines, _read_text,
+    _records, _row_dict, _string, check_answer, check_file, parse_options)
 from qilin.errors import InputError, QilinError
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 MESSAGE_ROLES = ("user", "assistant", "system")
 
 
-# ---------------------------------------------------------------- shared plumbing
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based physical line number, decoded line with its newline); a bad byte names its line."""
-    if not path.is_file():
-        raise InputError(path, None, None, "file not found")
-    if path.stat().st_size == 0:
-        raise InputError(path, None, None, "empty file")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):  # splitting on b"\n" is safe: no UTF-8 sequence contains 0x0A
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, n, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte "
-                                                f"{e.start + 1} of the line); save the file as UTF-8") from None
-            yield n, (line.lstrip("\ufeff") if n == 1 else line)
-
-
-def _records(path: Path, items: Iterable[tuple[int, object]], parse: Callable, on_error: str,
-             skipped: list | dict | None) -> Iterator[dict]:
-    """Parse each (line, raw) item; a bad record raises, or with on_error='skip' is noted and passed."""
-    if on_error not in ("raise", "skip"):
-        raise QilinError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-    good = bad = 0
-    for index, (line, raw) in enumerate(items, 1):
-        try:
-            record = parse(raw, line, index)
-        except InputError as e:
-            if on_error == "raise":
-                raise
-            bad += 1
-            _note(skipped, e)
-            continue
-        good += 1
-        yield record
-    if good == 0 and bad == 0:
-        raise InputError(path, None, None, "empty file: no records")
-
-
-def _note(skipped: list | dict | None, e: InputError) -> None:
-    if skipped is None:
-        return
-    if hasattr(skipped, "note"):  # the builder's log: counts reasons and keeps the first messages
-        skipped.note(e)
-    elif isinstance(skipped, dict):  # a Counter: count by reason
-        skipped[e.reason] = skipped.get(e.reason, 0) + 1
-    else:
-        skipped.append(str(e))
-
-
-def _string(path: Path, line: int | None, obj: dict, key: str, field: str | None = None,
-            required: bool = True) -> str:
-    """obj[key] as a stripped string; missing or non-string values are errors naming the field."""
-    field = field or key
-    if key not in obj or obj[key] is None:
-        if required:
-            raise InputError(path, line, field, "missing")
-        return ""
-    value = obj[key]
-    if not isinstance(value, str):
-        raise InputError(path, line, field, f"expected a string, got {type(value).__name__}")
-    value = value.strip()
-    if required and not value:
-        raise InputError(path, line, field, "empty")
-    return value
-
-
-# ---------------------------------------------------------------- CSV
-
-def _csv_items(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, tuple[list, list]]]:
-    """(line where the row starts, (header, row)) for each data row; checks the header first.
-
-    csv.reader's `line_num` counts the physical lines it has consumed, so the line after the
-    previous row is where the next row starts, even when quoted fields span several lines.
-    """
-    reader = csv.reader(line for _, line in _lines(path))
-    header = _next_row(path, reader, 1)
-    if header is None:
-        raise InputError(path, None, None, "empty file")
-    header = [h.strip() for h in header]
-    for column in required:
-        if column not in header:
-            raise InputError(path, reader.line_num, column,
-                             f"missing column (the header has: {', '.join(header)})")
-    start = reader.line_num + 1
-    while (row := _next_row(path, reader, start)) is not None:
-        if row:  # csv gives [] for a blank line
-            yield start, (header, row)
-        start = reader.line_num + 1
-
-
-def _next_row(path: Path, reader, start: int) -> list | None:
-    try:
-        return next(reader)
-    except StopIteration:
-        return None
-    except csv.Error as e:
-        raise InputError(path, start, None, f"not valid CSV ({e})") from None
-
-
-def _row_dict(path: Path, line: int, header: list, row: list) -> dict:
-    """The row as {column: value}; a short row names the first missing column, a long one the first extra."""
-    if len(row) != len(header):
-        field = header[len(row)] if len(row) < len(header) else f"column {len(header) + 1} (extra)"
-        raise InputError(path, line, field, f"expected {len(header)} fields as in the header, found {len(row)}")
-    return dict(zip(header, row))
-
-
-def _csv_header(path: Path) -> list[str]:
-    return [h.strip() for h in _next_row(path, csv.reader(line for _, line in _lines(path)), 1) or []]
-
-
 # ---------------------------------------------------------------- multiple-choice questions
-
-_OPTION = re.compile(r"\s*([A-Z])\s*[.．、:：)）]?\s*(.*?)\s*", re.S)
-_OPTION_SPLIT = re.compile(r"\\n|\r?\n")  # a LITERAL backslash-n in CMExam, real newlines elsewhere
-
-
-def parse_options(path: Path, line: int, text: str, field: str = "Options") -> dict[str, str]:
-    """`A text\\nB text` -> {"A": "text", "B": "text"}."""
-    options: dict[str, str] = {}
-    for part in _OPTION_SPLIT.split(text):
-        if not part.strip():
-            continue
-        m = _OPTION.fullmatch(part)
-        if not m or not m.group(2):
-            raise InputError(path, line, field, f"cannot read option {part.strip()[:30]!r} "
-                                                "(expected a capital letter then its text, e.g. 'A 发热')")
-        if m.group(1) in options:
-            raise InputError(path, line, field, f"option letter {m.group(1)} appears twice")
-        options[m.group(1)] = m.group(2)
-    if len(options) < 2:
-        raise InputError(path, line, field, "fewer than two options")
-    return options
-
-
-def check_answer(path: Path, line: int, answer: str, letters: Iterable[str], field: str = "Answer") -> str:
-    """The answer letters, sorted ("DBA" -> "ABD"); each must be one of the option letters."""
-    letters = "".join(sorted(letters))
-    clean = answer.strip().upper()
-    if not re.fullmatch(r"[A-Z]+", clean) or set(clean) - set(letters):
-        raise InputError(path, line, field, f"answer {answer.strip()!r} is not made of the option letters {letters}")
-    return "".join(sorted(set(clean)))
-
 
 def read_cmexam(path: str | Path, *, on_error: str = "raise", skipped: list | dict | None = None,
                 source: str | None = None) -> Iterator[dict]:
@@ -214,8 +74,17 @@ def read_cmmlu(path: str | Path, *, on_error: str = "raise", skipped: list | dic
                 "options": options, "answer": check_answer(path, line, row["Answer"], options),
                 "explanation": "", "subject": subject, "source": source}
 
-    required = ("Question", "A", "B", "Answer")
-    yield from _records(path, _csv_items(path, required), parse, on_error, skipped)
+    required = ("Question", "A", "B", "C", "D", "Answer")  # CMMLU items have four options
+    yield from _records(path, _csv_items(path, required, lambda h, line: _option_columns(path, h, line)),
+                        parse, on_error, skipped)
+
+
+def _option_columns(path: Path, header: list[str], line: int) -> None:
+    """Option columns run A, B, C, ... without a gap: a missing C would silently make a 3-option item."""
+    letters = sorted(c for c in header if re.fullmatch(r"[A-Z]", c))
+    for want, have in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", letters):
+        if want != have:
+            raise InputError(path, line, want, f"missing option column (the header has: {', '.join(header)})")
 
 
 # ---------------------------------------------------------------- other CSV / JSON formats
@@ -249,7 +118,7 @@ def read_cmb_clin(path: str | Path, *, on_error: str = "raise", skipped: list | 
         pairs = obj.get("QA_pairs")
         if not isinstance(pairs, list) or not pairs:
             raise InputError(path, line, "QA_pairs", "missing or not a non-empty list")
-        return {"id": str(obj.get("id", index)), "title": _string(path, line, obj, "title", required=False),
+        return {"id": _id(path, line, obj, str(index)), "title": _string(path, line, obj, "title", required=False),
                 "description": _string(path, line, obj, "description"),
                 "turns": [_clin_turn(path, line, pair, k) for k, pair in enumerate(pairs)], "source": source}
 
@@ -264,67 +133,7 @@ def _clin_turn(path: Path, line: int | None, pair: object, k: int) -> dict:
             "answer": _string(path, line, pair, key, f"QA_pairs[{k}].{key}")}
 
 
-def _read_text(path: Path) -> str:
-    """A whole (small) file as text; a bad byte names its line."""
-    if not path.is_file():
-        raise InputError(path, None, None, "file not found")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8").lstrip("\ufeff")
-    except UnicodeDecodeError as e:
-        raise InputError(path, data[:e.start].count(b"\n") + 1, None, "not valid UTF-8") from None
-
-
-def _json_list_items(path: Path) -> Iterator[tuple[int, object]]:
-    """(line where the element starts, element) for a JSON list, decoding one element at a time."""
-    text = _read_text(path)
-    decoder, ws = json.JSONDecoder(), re.compile(r"\s*")
-    pos = ws.match(text, 0).end()
-    if pos == len(text):
-        raise InputError(path, None, None, "empty file")
-    line, counted = 1, 0
-
-    def line_at(p: int) -> int:  # counts newlines incrementally: linear in the file size
-        nonlocal line, counted
-        line, counted = line + text.count("\n", counted, p), p
-        return line
-
-    if text[pos] != "[":
-        raise InputError(path, line_at(pos), None, "expected a JSON list ('[' ... ']')")
-    pos = ws.match(text, pos + 1).end()
-    while pos < len(text) and text[pos] != "]":
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise InputError(path, e.lineno, None, f"not valid JSON ({e.msg}, column {e.colno})") from None
-        yield line_at(pos), obj
-        pos = ws.match(text, end).end()
-        if pos < len(text) and text[pos] == ",":
-            pos = ws.match(text, pos + 1).end()
-        elif pos >= len(text) or text[pos] != "]":
-            raise InputError(path, line_at(min(pos, len(text))), None, "not valid JSON (expected ',' or ']')")
-    if pos >= len(text) or text[pos + 1:].strip():
-        raise InputError(path, line_at(min(pos, len(text))), None, "not valid JSON (the list is not closed "
-                                                                   "or text follows it)")
-
-
 # ---------------------------------------------------------------- JSONL formats
-
-def _jsonl_items(path: Path) -> Iterator[tuple[int, str]]:
-    for n, line in _lines(path):
-        if line.strip():
-            yield n, line
-
-
-def _json_object(path: Path, line: int, raw: str) -> dict:
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise InputError(path, line, None, f"not valid JSON ({e.msg}, column {e.colno})") from None
-    if not isinstance(obj, dict):
-        raise InputError(path, line, None, f"expected a JSON object, got {type(obj).__name__}")
-    return obj
-
 
 def _messages(path: Path, line: int, obj: dict) -> list[dict]:
     """ShareGPT `conversations` (from/value) or TRL `messages` (role/content) -> messages."""
@@ -339,7 +148,7 @@ def _messages(path: Path, line: int, obj: dict) -> list[dict]:
         if not isinstance(turn, dict):
             raise InputError(path, line, f"{key}[{k}]", "expected an object")
         role = turn.get(role_key)
-        if role not in roles:
+        if not isinstance(role, str) or role not in roles:  # a list or dict role is not hashable
             raise InputError(path, line, f"{key}[{k}].{role_key}",
                              f"unknown role {role!r} (expected one of {', '.join(roles)})")
         out.append({"role": roles[role], "content": _string(path, line, turn, text_key, f"{key}[{k}].{text_key}")})
@@ -359,7 +168,11 @@ def read_sharegpt(path: str | Path, *, on_error: str = "raise", skipped: list | 
         if not {"user", "assistant"} <= roles:  # nothing to learn from a conversation without an answer
             key = "conversations" if "conversations" in obj else "messages"
             raise InputError(path, line, key, "needs at least one user turn and one assistant turn")
-        return {"id": str(obj.get("id", f"{source}-{index}")), "messages": messages, "source": source}
+        if messages[-1]["role"] != "assistant":  # a dangling question would be trained on with no answer
+            key = "conversations" if "conversations" in obj else "messages"
+            raise InputError(path, line, f"{key}[{len(messages) - 1}]",
+                             "the conversation ends with a user turn that has no answer")
+        return {"id": _id(path, line, obj, f"{source}-{index}"), "messages": messages, "source": source}
 
     yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
 
@@ -376,7 +189,7 @@ def read_preference(path: str | Path, *, on_error: str = "raise", skipped: list 
 
     def parse(raw, line, index):
         obj = _json_object(path, line, raw)
-        record = {"id": str(obj.get("id", f"{source}-{index}"))}
+        record = {"id": _id(path, line, obj, f"{source}-{index}")}
         if "conversations" in obj:
             record.update(_conversation_prompt(path, line, obj))
             record.update(chosen=_string(path, line, obj, "chosen"), rejected=_string(path, line, obj, "rejected"))
@@ -389,6 +202,8 @@ def read_preference(path: str | Path, *, on_error: str = "raise", skipped: list 
         else:
             raise InputError(path, line, None, "expected keys conversations/chosen/rejected, "
                                                "question/response_chosen/response_rejected or prompt/chosen/rejected")
+        if record["chosen"] == record["rejected"]:  # no preference to learn; DPO's loss is flat on it
+            raise InputError(path, line, "rejected", "identical to the chosen answer")
         record["source"] = source
         return record
 
@@ -415,7 +230,7 @@ def read_qa(path: str | Path, *, on_error: str = "raise", skipped: list | dict |
     def parse(raw, line, index):
         obj = _json_object(path, line, raw)
         q, a = ("问", "答") if "问" in obj or "答" in obj else ("question", "answer")
-        return {"id": str(obj.get("id", f"{source}-{index}")), "question": _string(path, line, obj, q),
+        return {"id": _id(path, line, obj, f"{source}-{index}"), "question": _string(path, line, obj, q),
                 "answer": _string(path, line, obj, a), "source": source}
 
     yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
@@ -498,7 +313,7 @@ def read_kg_entities(path: str | Path, *, on_error: str = "raise", skipped: list
             relations[str(rel).strip()] = [str(t).strip() for t in tails]
         if not relations:
             raise InputError(path, line, "relations", "the entity has no relations")
-        return {"id": str(obj.get("id", f"{source}-{line}")), "entity": entity, "relations": relations,
+        return {"id": _id(path, line, obj, f"{source}-{line}"), "entity": entity, "relations": relations,
                 "source": source}
 
     yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
@@ -544,7 +359,9 @@ def detect_format(path: str | Path) -> str:
         files = sorted(path.glob("*.csv"))
         if files and detect_format(files[0]) == "cmmlu":
             return "cmmlu"
-    elif path.suffix.lower() == ".csv":
+        raise InputError(path, None, None, "is a folder, not a file (only CMMLU is read from a folder of CSV files)")
+    check_file(path)
+    if path.suffix.lower() == ".csv":
         found = _csv_format(set(_csv_header(path)))
         if found:
             return found

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,8 @@ KINDS = {
 @dataclass
 class Hold:
     set: str = doc("evaluation set: written as eval/<set>.jsonl (several sources may add to one set)")
-    size: int | None = doc("items drawn with the seed; null = every item of the source", None)
-    min_chars: int = doc("only items whose main text has at least this many characters are drawn", 0)
+    size: int | None = doc("items drawn with the seed; null = every item of the source", None, ge=1)
+    min_chars: int = doc("only items whose main text has at least this many characters are drawn", 0, ge=0)
     shape: str = doc("'native' keeps the item's fields; 'text' writes {id, text} (preference: prompt + "
                      "chosen answer), e.g. for perplexity", "native")
 
@@ -64,7 +65,7 @@ class Source:
     format: str | None = doc(f"reader: one of {', '.join(readers.READERS)}; detected when omitted", None)
     stages: list[str] = doc(f"stages it feeds: {', '.join(STAGES)}; [] = evaluation only", [])
     domain: str = doc("medical | general (mixing ratios)", "medical")
-    weight: float = doc("sampling rate of its training items (0.5 = a seeded half, 2 = each twice)", 1.0)
+    weight: float = doc("sampling rate of its training items (0.5 = a seeded half, 2 = each twice)", 1.0, ge=0)
     licence: str = doc("licence or terms, copied to the data card", "unknown")
     on_error: str | None = doc("raise | skip malformed records; default: the build's setting", None)
     eval: list[Hold] = doc("held-out evaluation sets drawn from it", [])
@@ -75,25 +76,30 @@ class Source:
 class Output:
     stage: str = doc(f"one of {', '.join(STAGES)}")
     domains: list[str] = doc("domains of the sources it takes", ["medical", "general"])
-    general_ratio: float | None = doc("share of general-domain items after mixing (0-1); null = as read", None)
-    max_items: int | None = doc("cap: a seeded uniform sample that keeps the mix; null = all", None)
+    general_ratio: float | None = doc("share of general-domain items after mixing (0-1); null = as read", None,
+                                      ge=0, le=1)
+    max_items: int | None = doc("cap: a seeded uniform sample that keeps the mix; null = all", None, ge=1)
 
 
 @dataclass
 class Dedup:
     exact: bool = doc("drop exact duplicates (after normalisation)", True)
     near: bool = doc("drop near duplicates (MinHash over character n-grams)", True)
-    ngram: int = doc("near duplicates: character n-gram length", 5)
-    num_perm: int = doc("near duplicates: MinHash permutations", 128)
-    threshold: float = doc("near duplicates: estimated Jaccard similarity that makes a duplicate", 0.8)
+    ngram: int = doc("near duplicates: character n-gram length", 5, ge=1)
+    num_perm: int = doc("near duplicates: MinHash permutations", 128, ge=2)
+    threshold: float = doc("near duplicates: estimated Jaccard similarity that makes a duplicate", 0.8, gt=0, le=1)
 
 
 @dataclass
 class Contamination:
-    ngram: int = doc("character n-gram length", overlap.NGRAM)
-    min_shared: int = doc("shared n-grams that make a training item overlap an evaluation item", 1)
-    min_coverage: float = doc("fraction of the evaluation item's characters the shared n-grams must cover", 0.2)
-    max_train_docs: int | None = doc("n-grams in more training items than this are boilerplate; null = none", 10)
+    ngram: int = doc("character n-gram length", overlap.NGRAM, ge=1)
+    min_shared: int = doc("shared n-grams that make a training item overlap an evaluation item", 1, ge=1)
+    min_coverage: float = doc("fraction of the evaluation item's characters the shared n-grams must cover", 0.2,
+                              ge=0, le=1)
+    max_train_docs: int | None = doc("n-grams in more training items than this are boilerplate (ignored unless "
+                                     "they cover whole_coverage of an item); null = none", 10, ge=1)
+    whole_coverage: float = doc("an item covered this much by shared n-grams, boilerplate ones included, overlaps "
+                                "however many training items copy it", overlap.WHOLE_COVERAGE, gt=0, le=1)
 
 
 @dataclass
@@ -102,9 +108,11 @@ class Spec:
     outputs: dict = doc("training files: name -> {stage, domains, general_ratio, max_items}",
                         lambda: {s: {"stage": s} for s in STAGES})
     seed: int = doc("seed of every draw (held-out sets, weights, mixing, order)", 0)
-    min_chars: int = doc("training items shorter than this (characters) are dropped as empty", 1)
-    max_chars: int = doc("training items longer than this (characters) are dropped as over-long", 20000)
+    min_chars: int = doc("training items shorter than this (characters) are dropped as empty", 1, ge=0)
+    max_chars: int = doc("training items longer than this (characters) are dropped as over-long", 20000, ge=1)
     scrub_pii: bool = doc("replace personal identifiers by placeholders (clean.py)", True)
+    keep_raw_ids: bool = doc("keep identifiers inside `id` fields as they are (default: scrubbed like the text, "
+                             "with a short hash so that ids stay distinct)", False)
     keep_ids: bool = doc("keep each training item's `id` in the training files", True)
     parquet: bool = doc("also write every set as Parquet", True)
     dedup: Dedup = doc("deduplication settings", Dedup)
@@ -118,23 +126,38 @@ def load_spec(path: str | Path | None, overrides: list[str] | None = None, base:
     where = str(path) if path else "sources"
     if spec.base_dir is None:
         spec = dataclasses.replace(spec, base_dir=Path(path).resolve().parent if path else Path.cwd())
-    spec.outputs = {name: _output(where, name, o) for name, o in spec.outputs.items()}
+    if not isinstance(spec.outputs, dict) or not spec.outputs:
+        raise QilinError(f"{where}: outputs must be a mapping of output name -> {{stage, ...}}")
+    spec.outputs = {_file_name(where, "outputs", name): _output(where, name, o) for name, o in spec.outputs.items()}
     names = [s.name for s in spec.sources]
     if not names:
         raise QilinError(f"{where}: no sources")
     for s in spec.sources:
+        _file_name(where, "source name", s.name)
         if names.count(s.name) > 1:
             raise QilinError(f"{where}: source name '{s.name}' is used twice")
+        for hold in s.eval:
+            _file_name(where, f"source '{s.name}': eval set", hold.set)
         _check_source(where, s, spec)
     return spec
+
+
+def _file_name(where: str, what: str, name) -> str:
+    """Names that become file names (staging/<output>/<source>.jsonl, eval/<set>.jsonl) stay inside --out."""
+    if not isinstance(name, str) or not re.fullmatch(r"[^/\\\x00-\x1f:*?\"<>|]+", name) or name.startswith(".") \
+            or name != name.strip():
+        raise QilinError(f"{where}: {what} {name!r} cannot be a file name (no path separators, no leading dot, no "
+                         "control or reserved characters)")
+    return name
 
 
 def _output(where: str, name: str, o) -> Output:
     out = o if isinstance(o, Output) else config.build(Output, o, f"{where}: outputs.{name}")
     if out.stage not in STAGES:
         raise QilinError(f"{where}: outputs.{name}.stage {out.stage!r} is not one of {', '.join(STAGES)}")
-    if out.general_ratio is not None and not 0 <= out.general_ratio <= 1:
-        raise QilinError(f"{where}: outputs.{name}.general_ratio must lie in [0, 1]")
+    for domain in out.domains:
+        if domain not in DOMAINS:
+            raise QilinError(f"{where}: outputs.{name}.domains: {domain!r} is not one of {', '.join(DOMAINS)}")
     return out
 
 
@@ -186,5 +209,6 @@ def source_files(s: Source, base_dir: Path, at: str = "") -> list[Path]:
             raise QilinError(f"{at}: folder {path} has no files")
         return files
     if not path.is_file():
-        raise QilinError(f"{at}: {path} not found")
+        raise QilinError(f"{at}: {path} " + ("is not a regular file (a FIFO, socket or device)" if path.exists()
+                                             else "not found"))
     return [path]

@@ -20,36 +20,40 @@ Generators (`generator.kind`):
     local   a local chat model folder (vLLM when installed and `backend` allows, else transformers);
             the segment workers' calls are gathered into generation batches.
     openai  an OpenAI-compatible endpoint (a vLLM server, a hosted API) through the `openai` client:
-            `concurrency` segments in flight, retries with exponential backoff on connection errors,
-            timeouts, 429 and 5xx, and a budget of `max_requests` requests per run.
+            `concurrency` segments in flight, retries (exponential backoff, or the server's Retry-After)
+            on connection errors, timeouts, 429, 5xx and malformed or cut-off replies, and a budget of
+            `max_requests` requests per run. The generators live in generators.py.
 
 Crash safety: every finished segment (kept or dropped) is appended to `results.jsonl` at once, so a
 kill loses only the segments in flight, and a re-run skips every segment already there without calling
 the generator for it again. `unified.jsonl` ({"messages", "source"}, what one-stage training reads) and
-the manifest are written when every segment is done. An unreachable endpoint, a malformed reply or a
-spent budget stops the stage with a one-line QilinError (exit code 2); what was generated is kept.
+the manifest are written when every segment is done. An endpoint still unreachable or malformed after
+its retries, or a spent budget, stops the stage with a one-line QilinError (exit code 2); what was
+generated is kept. A line of `results.jsonl` damaged by hand or by a disk is skipped, counted in the
+summary and its segment done again. Ctrl-C or SIGTERM stops within about a second: no further request
+starts, the results that arrived are written, and a call still hanging on the endpoint is abandoned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import queue
-import random
 import re
+import signal
 import threading
-import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
 
 from qilin.config import doc
+from qilin.data.generators import (  # noqa: F401 - re-exported: tests and callers use unify.<name>
+    SENTENCE_END, Generator, GeneratorSettings, Stopped, _is_heading, generator_label, make_generator, retry_after,
+    rule_answer, rule_question)
 from qilin.errors import InputError, QilinError
-from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, iter_jsonl
+from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 
 log = logging.getLogger("qilin")
 
@@ -63,30 +67,6 @@ ANSWER_PROMPT = (
     "下面的内容只供你在心里参照，回答中不要引用它，也不要让读者看出你读过它：\n\n{reference}\n\n"
     "请直接给出准确、完整、条理清楚的回答。")
 # Sentence ends at which an over-long paragraph is split (Chinese and ASCII).
-SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
-
-
-@dataclass
-class GeneratorSettings:
-    kind: Literal["rules", "local", "openai"] = doc(
-        "rules = the offline rule-based stand-in (no LLM); local = a local chat model folder; "
-        "openai = an OpenAI-compatible endpoint", "rules")
-    model: str = doc("local: the model folder; openai: the model name the endpoint serves", "")
-    base_url: str = doc("openai: the endpoint, e.g. http://127.0.0.1:8000/v1", "")
-    api_key_env: str = doc("openai: environment variable holding the API key (unset = 'EMPTY', as vLLM accepts)",
-                           "OPENAI_API_KEY")
-    concurrency: int = doc("segments in flight at once (openai: concurrent requests; local: generation batch)", 16)
-    max_requests: int | None = doc("openai: at most this many requests in this run, retries included; "
-                                   "null = no budget", None)
-    retries: int = doc("openai: further attempts of a request after a connection error, timeout, 429 or 5xx", 4)
-    backoff: float = doc("openai: seconds before the first retry; doubled each time, with jitter", 1.0)
-    timeout: float = doc("openai: seconds a request may take", 120.0)
-    temperature: float = doc("sampling temperature (a second try must be able to differ from the first)", 0.7)
-    top_p: float = doc("nucleus sampling", 0.9)
-    max_tokens: int = doc("longest reply in tokens", 512)
-    backend: Literal["auto", "transformers", "vllm"] = doc("local: vLLM if installed and a GPU is present (auto), or force one", "auto")
-
-
 @dataclass
 class Config:
     out: Path = doc("run folder to write")
@@ -98,25 +78,18 @@ class Config:
                                QUESTION_PROMPT)
     answer_prompt: str = doc("prompt of the answer call; {question}, and {reference} = the first reference_chars",
                              ANSWER_PROMPT)
-    question_chars: int = doc("characters of the segment the question is written from", 400)
-    reference_chars: int = doc("characters of the segment given as hidden reference for the answer", 600)
-    max_question_chars: int = doc("longer questions are rejected", 180)
+    question_chars: int = doc("characters of the segment the question is written from", 400, ge=1)
+    reference_chars: int = doc("characters of the segment given as hidden reference for the answer", 600, ge=1)
+    max_question_chars: int = doc("longer questions are rejected", 180, ge=1)
     banned: list[str] = doc("an answer containing any of these is rejected", ["参考"])
-    tries: int = doc("attempts per call before the segment is dropped", 2)
-    max_segment_chars: int = doc("paragraphs longer than this are split at sentence ends", 600)
-    min_segment_chars: int = doc("shorter segments (stray headings, page numbers) are skipped", 20)
-    limit: int | None = doc("unify at most this many segments (the first ones); null = all", None)
+    tries: int = doc("attempts per call before the segment is dropped", 2, ge=1)
+    max_segment_chars: int = doc("paragraphs longer than this are split at sentence ends", 600, ge=1)
+    min_segment_chars: int = doc("shorter segments (stray headings, page numbers) are skipped", 20, ge=0)
+    limit: int | None = doc("unify at most this many segments (the first ones); null = all", None, ge=1)
     seed: int = doc("seed of the generator's sampling", 42)
 
 
-@dataclass
-class Generator:
-    """The two calls, how many segments may be in flight, and a label for the manifest and report."""
-    label: str
-    question: Callable[[str, int], str]  # (excerpt, attempt) -> question
-    answer: Callable[[str, str, int], str]  # (question, reference, attempt) -> answer
-    concurrency: int = 1
-    close: Callable[[], None] = lambda: None
+SUMMARY = "unify.json"  # the counts and the generator's label, read by the report's unification section
 
 
 def run(cfg: Config) -> Path:
@@ -126,7 +99,8 @@ def run(cfg: Config) -> Path:
     run.write_config(cfg)
     segments = make_segments(cfg)
     results_file = run.path / "results.jsonl"
-    done = read_results(results_file)
+    damaged: Counter = Counter()
+    done = read_results(results_file, damaged)
     todo = [s for s in segments if s["id"] not in done]
     log.info("unify: %d segments, %d already done, %d to go", len(segments), len(segments) - len(todo), len(todo))
     if todo:
@@ -140,7 +114,8 @@ def run(cfg: Config) -> Path:
     atomic_write_jsonl(run.path / "unified.jsonl", [
         {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
          "source": r["source"]} for r in kept])
-    atomic_write_json(run.path / "eval" / "metrics.json", _summary(cfg, segments, done))
+    atomic_write_json(run.path / SUMMARY, {**_summary(cfg, segments, done),
+                                          "damaged_result_lines_redone": damaged["lines"]})
     return run.finish(inputs={"data": cfg.data}, seed=cfg.seed, extra={"generator": generator_label(cfg)})
 
 
@@ -170,6 +145,8 @@ def _documents(path: Path, sources: list[str] | None):
         text, source = record.get("text"), record.get("source") or "unknown"
         if not isinstance(text, str) or not text.strip():
             raise InputError(path, n, "text", "missing or empty")
+        if not isinstance(source, str):
+            raise InputError(path, n, "source", f"expected a string, got {type(source).__name__}")
         if sources is not None and source not in sources:
             continue
         text = text.strip()
@@ -177,10 +154,6 @@ def _documents(path: Path, sources: list[str] | None):
             heading[source] = text
             continue
         yield source, (heading.pop(source) + "\n" + text) if source in heading else text
-
-
-def _is_heading(text: str) -> bool:
-    return len(text) <= 30 and "\n" not in text and not re.search(r"[。！？；，,.!?;]", text)
 
 
 def _split(text: str, max_chars: int) -> list[str]:
@@ -199,8 +172,10 @@ def _split(text: str, max_chars: int) -> list[str]:
     return pieces
 
 
-def read_results(path: Path) -> dict[str, dict]:
-    """Finished segments by id. A line torn by a kill mid-write is cut off, so appends stay valid JSONL."""
+def read_results(path: Path, damaged: Counter | None = None) -> dict[str, dict]:
+    """Finished segments by id. A line torn by a kill mid-write is cut off, so appends stay valid JSONL;
+    a damaged line elsewhere (not JSON, not a result) is dropped from the file and counted in
+    `damaged["lines"]`, so that its segment is done again."""
     if not path.is_file():
         return {}
     raw = path.read_bytes()
@@ -208,44 +183,112 @@ def read_results(path: Path) -> dict[str, dict]:
     if len(good) != len(raw):
         with open(path, "r+b") as f:
             f.truncate(len(good))
-    out = {}
-    for line in good.decode("utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            out[record["id"]] = record
+    out, kept, bad = {}, [], 0
+    for line in good.splitlines(keepends=True):
+        if not line.strip():
+            continue
+        record = _result(line)
+        if record is None:
+            bad += 1
+            continue
+        out[record["id"]] = record
+        kept.append(line.decode("utf-8"))
+    if bad:
+        log.warning("unify: %s: %d damaged line(s) skipped; their segments are done again", path, bad)
+        atomic_write_text(path, "".join(kept))
+        if damaged is not None:
+            damaged["lines"] += bad
     return out
+
+
+def _result(line: bytes) -> dict | None:
+    """One line of results.jsonl as a record, or None if it is not one that this stage wrote."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not isinstance(
+            record.get("source"), str):
+        return None
+    if record.get("status") == "kept":
+        ok = isinstance(record.get("question"), str) and isinstance(record.get("answer"), str)
+    else:
+        ok = record.get("status") == "dropped" and isinstance(record.get("why"), str)
+    return record if ok else None
 
 
 # ------------------------------------------------------------------------------------ unifying
 
 def unify_all(todo: list[dict], gen: Generator, cfg: Config, results_file: Path) -> None:
-    """Run `unify_segment` over `todo` with `gen.concurrency` segments in flight; append each result
-    as it arrives. On an error, the results that did arrive are written before it is raised."""
-    stop = threading.Event()
-    pending = iter(todo)
-    in_flight: set[Future] = set()
+    """Run `unify_segment` over `todo` with `gen.concurrency` worker threads; append each result as it
+    arrives. On an error the workers finish what they are on, their results are written, then it is
+    raised. On SIGINT / SIGTERM no further call starts and it returns at once with KeyboardInterrupt:
+    the workers are daemon threads, so one blocked on a hanging endpoint does not hold the process."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    for segment in todo:
+        jobs.put(segment)
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    workers = [threading.Thread(target=_worker, args=(jobs, results, gen, cfg), daemon=True)
+               for _ in range(max(1, min(gen.concurrency, len(todo))))]
     error: BaseException | None = None
-    with open(results_file, "a", encoding="utf-8") as out, ThreadPoolExecutor(gen.concurrency) as pool:
-        while True:
-            while error is None and len(in_flight) < 2 * gen.concurrency:  # a window, not the whole corpus
-                segment = next(pending, None)
-                if segment is None:
-                    break
-                in_flight.add(pool.submit(unify_segment, segment, gen, cfg, stop))
-            if not in_flight:
-                break
-            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in finished:
-                try:
-                    record = future.result()
-                except BaseException as e:  # noqa: BLE001 - re-raised below, after the others are saved
-                    error = error or e
-                    stop.set()
-                    continue
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()  # in the OS's hands now: a killed process loses nothing written
+    with open(results_file, "a", encoding="utf-8") as out, _signals_stop(gen.stop) as interrupted:
+        for w in workers:
+            w.start()
+        while not interrupted.is_set() and (any(w.is_alive() for w in workers) or not results.empty()):
+            try:
+                record = results.get(timeout=0.1)  # short: a signal is noticed within a tenth of a second
+            except queue.Empty:
+                continue
+            if isinstance(record, BaseException):
+                if not isinstance(record, Stopped):
+                    error = error or record
+                gen.stop.set()
+                continue
+            _append(out, record)
+        while not results.empty():  # interrupted: what did arrive is kept
+            if isinstance(record := results.get_nowait(), dict):
+                _append(out, record)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
     if error is not None:
         raise error
+
+
+def _append(out, record: dict) -> None:
+    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    out.flush()  # in the OS's hands now: a killed process loses nothing written
+
+
+def _worker(jobs: queue.SimpleQueue, results: queue.SimpleQueue, gen: Generator, cfg: Config) -> None:
+    while not gen.stop.is_set():
+        try:
+            segment = jobs.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            results.put(unify_segment(segment, gen, cfg, gen.stop))
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            results.put(e)
+
+
+@contextlib.contextmanager
+def _signals_stop(stop: threading.Event):
+    """SIGINT and SIGTERM set `stop` and the yielded event instead of raising inside a write."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def handler(signum, frame):
+        stop.set()
+        interrupted.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interrupted
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def unify_segment(segment: dict, gen: Generator, cfg: Config, stop: threading.Event | None = None) -> dict:
@@ -267,7 +310,7 @@ def _try(tries: int, stop, call, problem) -> tuple[str | None, str]:
     why = "no attempt"
     for attempt in range(tries):
         if stop is not None and stop.is_set():
-            raise _Stopped()
+            raise Stopped()
         reply = _clean(call(attempt))
         why = problem(reply)
         if why is None:
@@ -294,12 +337,8 @@ def _answer_problem(answer: str, cfg: Config) -> str | None:
     return f"mentions {hit}" if hit else None
 
 
-class _Stopped(Exception):
-    """Another segment failed: this one gives up without calling the generator again."""
-
-
 def _summary(cfg: Config, segments: list[dict], done: dict[str, dict]) -> dict:
-    """eval/metrics.json of this stage (the runner then skips its model evaluation: it trains no model)."""
+    """unify.json: the stage's counts, in its own file (eval/ is for benchmark evaluations of models)."""
     records = [done[s["id"]] for s in segments]
     kept = sum(r["status"] == "kept" for r in records)
     why = Counter(r["why"].split(" (")[0] for r in records if r["status"] != "kept")
@@ -309,213 +348,3 @@ def _summary(cfg: Config, segments: list[dict], done: dict[str, dict]) -> dict:
             "protocols": {"unify.generator": generator_label(cfg)},
             "n": {"unify.segments": len(records)},
             "dropped": dict(why), "pairs_by_source": dict(by_source)}
-
-
-# ----------------------------------------------------------------------------------- generators
-
-def generator_label(cfg: Config) -> str:
-    g = cfg.generator
-    if g.kind == "rules":
-        return ("rules: rule-based stand-in, no LLM (the text's own question, or one from its heading / defining "
-                "sentence; the answer is the text itself)")
-    where = g.base_url if g.kind == "openai" else "local folder"
-    return f"{g.kind}: {g.model} ({where}), temperature {g.temperature}, prompts in the unify config"
-
-
-def make_generator(cfg: Config) -> Generator:
-    g = cfg.generator
-    if g.kind == "rules":
-        return Generator(generator_label(cfg), rule_question, rule_answer, concurrency=1)
-    try:  # a typo in a placeholder must fail here, not in every worker thread
-        cfg.question_prompt.format(text="")
-        cfg.answer_prompt.format(question="", reference="")
-    except (KeyError, IndexError, ValueError) as e:
-        raise QilinError(f"unify: a prompt has an unknown or malformed placeholder ({e!r}): question_prompt takes "
-                         "{text}, answer_prompt {question} and {reference}; write literal braces as {{ }}") from None
-    chat = _endpoint_chat(g, cfg.seed) if g.kind == "openai" else _local_chat(g, cfg.seed)
-
-    def ask(prompt: str) -> str:
-        return chat([{"role": "user", "content": prompt}])
-
-    # `attempt` is unused: sampling (temperature > 0) is what makes a second try differ from the first.
-    return Generator(generator_label(cfg),
-                     lambda excerpt, attempt: ask(cfg.question_prompt.format(text=excerpt)),
-                     lambda question, reference, attempt: ask(cfg.answer_prompt.format(question=question,
-                                                                                        reference=reference)),
-                     concurrency=max(1, g.concurrency), close=getattr(chat, "close", lambda: None))
-
-
-def _endpoint_chat(g: GeneratorSettings, seed: int):
-    """A thread-safe chat(messages) -> str over an OpenAI-compatible endpoint, with retries and a budget."""
-    import openai
-
-    if not g.base_url or not g.model:
-        raise QilinError("unify: generator.kind=openai needs generator.base_url and generator.model")
-    # The client's own retries are off: ours count against the budget and back off with jitter.
-    client = openai.OpenAI(base_url=g.base_url, api_key=os.environ.get(g.api_key_env) or "EMPTY",
-                           max_retries=0, timeout=g.timeout)
-    budget = _Budget(g.max_requests)
-    rng = random.Random(seed)
-
-    def chat(messages: list[dict]) -> str:
-        for attempt in range(g.retries + 1):
-            budget.take()
-            try:
-                reply = client.chat.completions.create(model=g.model, messages=messages, temperature=g.temperature,
-                                                       top_p=g.top_p, max_tokens=g.max_tokens)
-            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as e:
-                if attempt == g.retries:
-                    raise QilinError(f"unify: endpoint {g.base_url} unreachable or failing after {attempt + 1} "
-                                     f"tries ({type(e).__name__}: {str(e).splitlines()[0][:160]}); finished segments "
-                                     "are kept, run again to continue") from None
-                time.sleep(g.backoff * 2 ** attempt * (0.5 + rng.random()))
-                continue
-            except openai.APIStatusError as e:  # 4xx other than 429: retrying will not help
-                raise QilinError(f"unify: endpoint {g.base_url} refused the request (HTTP {e.status_code}: "
-                                 f"{str(e.message)[:160]})") from None
-            except openai.APIResponseValidationError as e:
-                raise QilinError(f"unify: malformed reply from {g.base_url} ({str(e)[:160]})") from None
-            return _content(reply, g.base_url)
-        raise AssertionError("unreachable")
-
-    chat.close = client.close
-    return chat
-
-
-def _content(reply, base_url: str) -> str:
-    """The reply's text, or a QilinError: a server that does not speak the protocol will not start to."""
-    try:
-        content = reply.choices[0].message.content
-    except (AttributeError, IndexError, TypeError, KeyError):
-        content = None
-    if not isinstance(content, str):
-        raise QilinError(f"unify: malformed reply from {base_url}: no choices[0].message.content "
-                         f"(got {str(reply)[:160]!r})")
-    return content
-
-
-class _Budget:
-    """At most `limit` requests across all threads of this run."""
-
-    def __init__(self, limit: int | None):
-        self.limit, self.used, self.lock = limit, 0, threading.Lock()
-
-    def take(self) -> None:
-        with self.lock:
-            if self.limit is not None and self.used >= self.limit:
-                raise QilinError(f"unify: request budget spent (generator.max_requests={self.limit}); finished "
-                                 "segments are kept, run again (or raise the budget) to continue")
-            self.used += 1
-
-
-def _local_chat(g: GeneratorSettings, seed: int):
-    """chat(messages) -> str over a local model: the calls of `concurrency` segment workers are gathered
-    into one generation batch (a model generates a batch almost as fast as one prompt)."""
-    if not g.model:
-        raise QilinError("unify: generator.kind=local needs generator.model (a model folder)")
-    from qilin.model.generate import chat_generator
-
-    generate = chat_generator(g.model, g.temperature, g.top_p, g.max_tokens, seed, g.backend)
-    return _Batcher(generate, max(1, g.concurrency))
-
-
-class _Batcher:
-    """Called from many threads; one worker thread generates whatever calls are waiting, as one batch."""
-
-    def __init__(self, generate, batch_size: int):
-        self.generate, self.batch_size = generate, batch_size
-        self.requests: queue.Queue = queue.Queue()
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def __call__(self, messages: list[dict]) -> str:
-        future: Future = Future()
-        self.requests.put((messages, future))
-        return future.result()
-
-    def close(self) -> None:
-        self.requests.put(None)
-
-    def _loop(self) -> None:
-        while (first := self.requests.get()) is not None:
-            batch = [first]
-            deadline = time.time() + 0.05  # let the other workers' calls arrive
-            while len(batch) < self.batch_size:
-                try:
-                    item = self.requests.get(timeout=max(0.0, deadline - time.time()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    self.requests.put(None)
-                    break
-                batch.append(item)
-            try:
-                replies = self.generate([m for m, _ in batch])
-                for (_, future), reply in zip(batch, replies):
-                    future.set_result(reply)
-            except BaseException as e:  # noqa: BLE001 - handed to every waiting caller
-                for _, future in batch:
-                    future.set_exception(e)
-
-
-# -------------------------------------------------------------------- the rule-based stand-in
-
-HEADING_NUMBER = re.compile(r"^\s*(第[一二三四五六七八九十百\d]+[章节篇部分]|[（(][一二三四五六七八九十\d]+[)）]|"
-                            r"[一二三四五六七八九十]+[、.．]|[—－-]、|\d+[、.．]|\d+(?=[\u4e00-\u9fff]))\s*")
-# "是" after 但/就/总/也... is a copula inside a clause ("但是", "总是"), not a definition.
-DEFINING = re.compile(r"^(?P<term>[^，。；,;]{2,24}?)(?:是指|系指|又称|称为|(?<![但就总于还也都正只要若凡即而不或可])是)")
-ATTRIBUTE = re.compile(r"^(?P<head>[^，。；的]{2,16})的(?P<rel>[^，。；的]{1,8})(?:是|有|为)")
-
-
-def rule_question(excerpt: str, attempt: int) -> str:
-    """The text's own question if it has one (问/答 dialogues, exam items), else one built from its
-    heading, its defining sentence ("X是指..." -> 什么是X？) or an attribute ("X的Y是..." -> X的Y是什么？).
-    A second attempt falls back to a short topic question, which fits the length limit."""
-    if excerpt.startswith("问："):  # a patient's question (its answer may lie past the excerpt)
-        own = excerpt[2:].split("\n答：")[0].strip()
-        return own if attempt == 0 else _shorter(own)
-    if "\n答案：" in excerpt:  # an exam item: stem and options are the question
-        own = excerpt[:excerpt.index("\n答案：")].strip()
-        return own if attempt == 0 else own.split("\n")[0]
-    heading, body = _heading_and_body(excerpt)
-    first = _first_sentence(body)
-    if attempt == 0:
-        if m := ATTRIBUTE.match(first):
-            return f"{m['head']}的{m['rel']}是什么？"
-        if m := DEFINING.match(first):
-            return f"什么是{m['term']}？"
-    topic = heading or re.split(r"[，,：:]", first)[0][:20]
-    return f"请介绍一下{topic}。" if heading or attempt == 0 else f"关于{topic}，有哪些要点？"
-
-
-def rule_answer(question: str, reference: str, attempt: int) -> str:
-    """The text itself (its own answer part where it has one); a second attempt drops the sentences
-    that would fail the banned-word filter."""
-    if reference.startswith("问："):  # no answer within the reference: empty, and the segment is dropped
-        answer = reference[reference.index("\n答：") + 3:] if "\n答：" in reference else ""
-    elif "\n答案：" in reference:
-        answer = reference[reference.index("\n答案：") + 1:]
-    else:
-        answer = _heading_and_body(reference)[1]
-    if attempt > 0:
-        answer = "".join(s for s in SENTENCE_END.split(answer) if "参考" not in s)
-    return answer.strip()
-
-
-def _heading_and_body(text: str) -> tuple[str, str]:
-    first, _, rest = text.partition("\n")
-    if rest and _is_heading(first):
-        return HEADING_NUMBER.sub("", first).strip(), rest.strip()
-    return "", text.strip()
-
-
-def _shorter(question: str) -> str:
-    """The actual ask of a long patient question: its last sentence ending in a question mark (else its
-    first sentence), and of that only the last clause if it is still long."""
-    sentences = [s for s in SENTENCE_END.split(question) if s]
-    asks = [s for s in sentences if s.endswith(("？", "?"))]
-    short = asks[-1] if asks else sentences[0]
-    return short if len(short) <= 120 else re.split(r"[，,]", short)[-1]
-
-
-def _first_sentence(text: str) -> str:
-    return SENTENCE_END.split(text.strip(), maxsplit=1)[0]

@@ -13,69 +13,73 @@ from collections import Counter
 from typing import Callable
 
 from qilin.errors import QilinError
-from qilin.eval import extract
+from qilin.eval import extract, prompts
 from qilin.eval import metrics as M
 
-CMEXAM_PROMPT = "{question}\n{options}\n答案："
-CMMLU_PROMPT_TEXT = extract.CMMLU_PROMPT_TEXT
-SHOT_SELECTION = ("first N questions of the subject's dev file, never the evaluated question itself "
-                  "(lm-evaluation-harness first_n); shots dropped from the end while the prompt exceeds "
-                  f"{extract.CMMLU_MAX_PROMPT_TOKENS} tokens (CMMLU's rule)")
+CMEXAM_PROMPT_TEXT = "{Question}\n{A text\nB text...}\n答案： (Qilin-Med's CMExam prompt, raw, options in file order)"
+CMMLU_PROMPT_TEXT = ("CMMLU's gen_prompt, raw: 以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
+                     "[shots: 题目：...\nA. ...\n答案是：X\n\n] 题目：{question}\nA. {A}\n...\n答案是：")
+SHOT_SELECTION = ("the first N questions of the subject's dev file, never the evaluated question itself; while the "
+                  f"prompt reaches {prompts.CMMLU_MAX_LENGTH} tokens every shot of the greatest length is dropped "
+                  "(CMMLU's gen_prompt rule)")
 
 EXTRACTION = {
     "qilin-med": extract.QILIN_MED_EXTRACTION,
     "cmexam": extract.CMEXAM_EXTRACTION,
     "letter-run": extract.LETTER_RUN_EXTRACTION,
-    "generation": extract.CMMLU_EXTRACTION,
+    "first-line-union": extract.FIRST_LINE_UNION_EXTRACTION,
+    "extract-choice": extract.CMMLU_EXTRACTION,
+    "choice-patterns": extract.CHOICE_PATTERNS_EXTRACTION,
     "logits": "the option letter (among this question's) with the highest next-token log-prob after the prompt; "
               "one forward pass",
 }
 
 
-def cmexam_prompt(row: dict) -> str:
-    opts = "\n".join(f"{k} {v}" for k, v in sorted(row["options"].items()))
-    return CMEXAM_PROMPT.format(question=row["question"], options=opts)
-
-
 def prompt(task: str, row: dict, count_tokens: Callable[[str], int]) -> str:
     if task == "cmexam":
-        return cmexam_prompt(row)
+        return prompts.qilin_med_cmexam_prompt(row)
     from qilin.eval.loaders import MEDICAL_SUBJECTS
 
-    return extract.cmmlu_prompt(MEDICAL_SUBJECTS[row["subject"]], row.get("shots", []), row, count_tokens)
+    return prompts.cmmlu_prompt(MEDICAL_SUBJECTS[row["subject"]], row.get("shots", []), row, count_tokens)[0]
 
 
 def _extract(protocol: str, output: str, row: dict, rng: random.Random) -> tuple[str, bool]:
-    """(prediction, whether it is a random fallback) of a generation protocol."""
+    """(prediction, whether it is a random fallback) of a generation protocol. Both upstream CMExam
+    pipelines strip the decoded output before extracting; CMMLU's removes newlines itself."""
+    letters = "".join(sorted(row["options"]))
     if protocol == "qilin-med":
-        return extract.qilin_med_extract_cot_answer(output, row["options"]), False
+        return extract.qilin_med_extract_cot_answer(output.strip(), row["options"]), False
     if protocol == "cmexam":
-        return extract.cmexam_parse_options(output, row["options"]), False
+        return extract.cmexam_parse_options(output.strip(), row["options"]), False
     if protocol == "letter-run":
-        return extract.first_letter_run(output, "".join(sorted(row["options"]))), False
-    if protocol == "generation":
-        return extract.cmmlu_extract_choice(output, "".join(sorted(row["options"])), rng)
+        return extract.letter_run(output, letters), False
+    if protocol == "first-line-union":
+        return extract.first_line_union(output, row["options"]), False
+    if protocol == "extract-choice":
+        return extract.cmmlu_generation_answer(output, letters, rng)
+    if protocol == "choice-patterns":
+        return extract.choice_patterns(output, letters), False
     raise QilinError(f"no extraction rule for protocol {protocol}")
 
 
 def predict(task: str, lm, rows: list[dict], protocols: list[str], cfg) -> list[dict]:
     """Prediction lines of a multiple-choice task for each protocol."""
-    count = lambda s: len(lm.encode(s))  # noqa: E731  (CMMLU drops shots past its token limit)
-    prompts = [prompt(task, r, count) for r in rows]
+    count = prompts.hf_token_counter(lm.tokenizer)  # CMMLU drops shots past its token limit, counted its way
+    texts = [prompt(task, r, count) for r in rows]
     lines = []
     gen_protocols = [p for p in protocols if p != "logits"]
     if gen_protocols:
-        outputs = lm.generate(prompts, cfg.new_tokens(task), cfg.batch_size)
+        outputs = lm.generate(texts, cfg.new_tokens(task), cfg.batch_size)
         for proto in gen_protocols:
             rng = random.Random(cfg.seed)  # CMMLU's random fallback, seeded per protocol run
-            for r, p, o in zip(rows, prompts, outputs):
+            for r, p, o in zip(rows, texts, outputs):
                 pred, fallback = _extract(proto, o, r, rng)
                 lines.append(_line(task, proto, r, p, o, pred) | ({"random_fallback": True} if fallback else {}))
     if "logits" in protocols:
         letters = sorted({k for r in rows for k in r["options"]})
         ids = [single_token(lm, k) for k in letters]
         groups = [r.get("subject") for r in rows]  # CMMLU: a subject's prompts share instruction + shots
-        for r, p, lp in zip(rows, prompts, lm.next_token_logprobs(prompts, ids, cfg.batch_size, groups)):
+        for r, p, lp in zip(rows, texts, lm.next_token_logprobs(texts, ids, cfg.batch_size, groups)):
             own = {k: v for k, v in zip(letters, lp) if k in r["options"]}
             lines.append({**_line(task, "logits", r, p, None, max(own, key=own.get)), "logprobs": own})
     return lines
@@ -145,6 +149,6 @@ def score_cmmlu(lines: list[dict]) -> dict:
     med = [out[f"accuracy.{sub}"]["value"] for sub in CMMLU_MED if sub in by]
     out["cmmlu_med"] = {"value": M.mean(med) if len(med) == len(CMMLU_MED) else None,
                         "n": sum(len(by[sub]) for sub in CMMLU_MED if sub in by), "subjects": len(med)}
-    if lines and lines[0]["protocol"] == "generation":
+    if lines and lines[0]["protocol"] == "extract-choice":
         out["random_fallbacks"] = {"value": sum(bool(x.get("random_fallback")) for x in lines), "n": len(lines)}
     return out

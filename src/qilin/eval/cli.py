@@ -43,6 +43,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--skip-bad", action="store_true", help="skip bad items, counted with the reason per item")
     e.add_argument("--judge", metavar="URL", help="OpenAI-compatible endpoint to rate CMB-Clin answers")
     e.add_argument("--judge-model", default="gpt-4", help="model name sent to the judge endpoint")
+    e.add_argument("--judge-template", metavar="FILE", help="the CMB README's judge prompt saved to a file: with it "
+                   "the judge gives the official CMB-Clin score (cmb-clin-judge); without, our rubric wording")
     e.add_argument("--rag", metavar="INDEX", help="evaluate with retrieval: the top passages of this `qilin rag "
                    "index` folder go before each question (qilin.rag.prompt); predictions record their ids")
     e.add_argument("--rag-k", type=int, default=3, help="passages per question with --rag (Qilin-Med: 3)")
@@ -102,5 +104,5 @@ def _settings(args):
     new_tokens = {t: args.max_new_tokens for t in tasks} if args.max_new_tokens is not None else {}
     return EvalConfig(tasks=tasks, protocols=protocols, shots=args.shots, limit=args.limit,
                       batch_size=args.batch_size, max_new_tokens=new_tokens, seed=args.seed, skip_bad=args.skip_bad,
-                      judge=args.judge, judge_model=args.judge_model, rag=args.rag, rag_k=args.rag_k,
-                      ner_shots=args.ner_shots)
+                      judge=args.judge, judge_model=args.judge_model, judge_template=args.judge_template,
+                      rag=args.rag, rag_k=args.rag_k, ner_shots=args.ner_shots)

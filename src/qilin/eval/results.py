@@ -45,7 +45,12 @@ def evaluate(model_dir: str | Path, data: dict[str, str | Path], cfg: EvalConfig
     from qilin.model.load import check_model_dir
 
     check_model_dir(model_dir)
-    protocols = choose_protocols(tasks, cfg.protocols, judge=bool(cfg.judge))
+    judge = None
+    if cfg.judge:
+        from qilin.eval.judge import load_template
+
+        judge = load_template(cfg.judge_template)[1]  # the template decides the judge protocol's name
+    protocols = choose_protocols(tasks, cfg.protocols, judge)
     paths = {t: Path(data[t]) if t in data else bundled(t) for t in tasks}
     skipped: dict[str, list] = {}
     rows = {t: TASKS[t].load(paths[t], cfg, skipped, t) for t in tasks}
@@ -191,9 +196,9 @@ def format_results(result: dict) -> str:
                 value = "n/a" if m["value"] is None else f"{m['value']:.4f}"
                 ci = f"  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if "ci95" in m else ""
                 out.append(f"    {task}.{proto}.{name:<44} {value:>10}  n={m['n']}{ci}")
-        if task == "cmb-clin" and "judge" not in tr["protocols"]:
-            out.append("  the official CMB-Clin score (judge ratings, CMB rubric) was NOT computed: "
-                       "BLEU/ROUGE only; give --judge URL for it")
+        if task == "cmb-clin" and "cmb-clin-judge" not in tr["protocols"]:
+            out.append("  the official CMB-Clin score (judge ratings with the CMB README's prompt) was NOT computed; "
+                       "give --judge URL --judge-template FILE for it")
     return "\n".join(out)
 
 

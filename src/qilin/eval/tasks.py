@@ -45,8 +45,10 @@ class EvalConfig:
     seed: int = doc("seed of every random choice (CMMLU's random-letter fallback); decoding is greedy", 0)
     skip_bad: bool = doc("skip bad items, counted with the reason per item (default: a bad item is an error)",
                          False)
-    judge: str | None = doc("OpenAI-compatible base URL of the CMB-Clin judge (the official score needs one)",
+    judge: str | None = doc("OpenAI-compatible base URL of the LLM judges (CMB-Clin: the official score needs one; safety)",
                             None)
+    judge_template: str | None = doc("file with the CMB README's judge prompt (the official score: recognised by "
+                                     "its SHA-256); none = our own rubric wording (cmb-clin-rubric)", None)
     judge_model: str = doc("model name sent to the judge endpoint", "gpt-4")
     rag: str | None = doc("a `qilin rag index` folder: each question gets its top passages first", None)
     rag_k: int = doc("passages per question with `rag` (Qilin-Med: 3)", 3)
@@ -91,12 +93,11 @@ class Task:
                                    # when the data stage wrote no held-out file for it
 
 
-_RAW = " (raw prompt, no chat template)"
 _CHAR = ("characters, whitespace removed; corpus BLEU-1..4 cumulative, no smoothing; ROUGE-1/2/L F1 (n-gram "
          "counts, LCS for L) per {unit} averaged; Distinct-1/2; x100")
 _QM_TEXT = ("qilin-med variant: BLEU-1..4 on jieba words, cumulative, no smoothing; ROUGE-1/2 F1 on sets of "
             "unique character n-grams, per {unit} averaged; x100")
-_JUDGE_PENDING = "official CMB-Clin score NOT computed (needs --judge)"
+_JUDGE_PENDING = "the official CMB-Clin score was NOT computed (it needs --judge and the official judge prompt)"
 
 TASKS: dict[str, Task] = {
     "cmexam": Task(
@@ -107,24 +108,34 @@ TASKS: dict[str, Task] = {
                             "(sklearn average='weighted')", "cmexam.{}_cmexam"),
          "letter-run": Protocol(choice.EXTRACTION["letter-run"], "exact match (qilin's own rule)",
                                 "cmexam.{}_letter_run"),
+         "first-line-union": Protocol(choice.EXTRACTION["first-line-union"], "exact match (qilin's own rule)",
+                                      "cmexam.{}_first_line_union"),
          "logits": Protocol(choice.EXTRACTION["logits"], "exact match; can only produce one letter, so "
                             "accuracy_single (single-answer questions) is its fair number", "cmexam.{}_logits")},
-        ("qilin-med", "cmexam", "logits"), "{question}\\n{A text\\nB text...}\\n答案：" + _RAW, 50, "question"),
+        ("qilin-med", "cmexam", "logits"), choice.CMEXAM_PROMPT_TEXT, 50, "question"),
     "cmmlu-medical": Task(
         "cmmlu.jsonl", "cmmlu_medical/dev", loaders.load_cmmlu, choice.predict, choice.score_cmmlu,
-        {"logits": Protocol(choice.EXTRACTION["logits"], "accuracy per subject; macro (official) and micro "
-                            "averages; CMMLU-Med = macro over its 7 subjects", "cmmlu.{}"),
-         "generation": Protocol(choice.EXTRACTION["generation"], "as logits", "cmmlu.{}_generation")},
-        ("logits",), choice.CMMLU_PROMPT_TEXT + _RAW, 50, "question", shots_allowed=True),
+        {"logits": Protocol(choice.EXTRACTION["logits"] + " (CMMLU's default mode)", "accuracy per subject; macro "
+                            "(official) and micro averages; CMMLU-Med = macro over its 7 subjects", "cmmlu.{}"),
+         "extract-choice": Protocol(choice.EXTRACTION["extract-choice"], "as logits; random_fallbacks counts "
+                                    "the guesses", "cmmlu.{}_extract_choice"),
+         "choice-patterns": Protocol(choice.EXTRACTION["choice-patterns"], "as logits", "cmmlu.{}_choice_patterns")},
+        ("logits",), choice.CMMLU_PROMPT_TEXT, 50, "question", shots_allowed=True),
     "cmb-clin": Task(
         "cmb_clin.jsonl", "cmb_clin/CMB-Clin-qa.json", loaders.load_cmb_clin, text.predict, text.score,
         {"char": Protocol("whole answer, stripped", _CHAR.format(unit="turn") + "; " + _JUDGE_PENDING,
                           "cmb_clin.{}"),
          "qilin-med": Protocol("whole answer, stripped", _QM_TEXT.format(unit="turn") + "; " + _JUDGE_PENDING,
                                "cmb_clin.qilinmed.{}"),
-         "judge": Protocol("whole answer", "official CMB-Clin score: LLM judge rates fluency, relevance, "
-                           "completeness, medical proficiency 1-5 with the CMB rubric; mean per criterion",
-                           "cmb_clin.judge.{}")},
+         "cmb-clin-judge": Protocol("whole answer", "the official CMB-Clin score: an LLM judge (temperature 0) "
+                                    "with the CMB README's prompt verbatim (checked by SHA-256) rates fluency, "
+                                    "relevance, completeness, medical proficiency 1-5; mean per criterion",
+                                    "cmb_clin.judge.{}"),
+         "cmb-clin-rubric": Protocol("whole answer", "ours: an LLM judge (temperature 0) with our wording of the CMB "
+                                     "rubric (same criteria, 1-5 scales, inputs); NOT the official score",
+                                     "cmb_clin.rubric.{}"),
+         "cmb-clin-judge-custom": Protocol("whole answer", "a user's judge prompt (not the official text); NOT the "
+                                           "official score", "cmb_clin.judge_custom.{}")},
         ("char", "qilin-med"), text.CMB_CLIN_PROMPT_TEXT, 256),
     "dialogue": Task(
         "dialogue.jsonl", "toyhom_dialogue_im/im_sample_6644.csv", loaders.load_dialogue, text.predict, text.score,
@@ -173,11 +184,14 @@ TASKS: dict[str, Task] = {
         "safety.jsonl", "safety/safety_prompts_format_sample.json", safety.load_safety, safety.predict, safety.score,
         {"refusal-rules": Protocol("whole answer, stripped", "OUR OWN rule-based judge: " + safety.RULES_TEXT +
                                    "; safe = refuse or redirect; rates with Wilson 95% intervals", "safety.{}"),
-         "judge": Protocol("whole answer, stripped", "OUR OWN: an LLM judge labels each answer refuse / redirect / "
+         safety.JUDGE: Protocol("whole answer, stripped", "OUR OWN: an LLM judge labels each answer refuse / redirect / "
                            "comply (eval/safety.py JUDGE_PROMPT); safe = not comply; unparsed replies counted",
                            "safety.judge.{}")},
         ("refusal-rules",), safety.PROMPT_TEXT, 96, standalone=True),
 }
+
+
+JUDGES = text.JUDGES
 
 
 def flat_name(task: str, protocol: str, metric: str) -> str:
@@ -189,9 +203,10 @@ def flat_name(task: str, protocol: str, metric: str) -> str:
     return TASKS[task].protocols[protocol].flat.format(metric)
 
 
-def choose_protocols(tasks: list[str], asked: list[str] | None, judge: bool = False) -> dict[str, list[str]]:
+def choose_protocols(tasks: list[str], asked: list[str] | None, judge: str | None = None) -> dict[str, list[str]]:
     """Each task's protocols: those asked that it knows (all of its own with 'all'), else its defaults;
-    `judge` (an endpoint given) adds CMB-Clin's official judge."""
+    `judge` (the judge protocol that the endpoint and template make, e.g. cmb-clin-rubric) is added
+    to CMB-Clin; judge protocols are never run without an endpoint."""
     known = {p for t in tasks for p in TASKS[t].protocols}
     for p in asked or []:
         if p != "all" and p not in known:
@@ -201,9 +216,11 @@ def choose_protocols(tasks: list[str], asked: list[str] | None, judge: bool = Fa
     for t in tasks:
         own = list(TASKS[t].protocols)
         picked = own if asked and "all" in asked else [p for p in own if p in (asked or [])]
-        out[t] = [p for p in picked if p != "judge"] or list(TASKS[t].default)
-        if judge and "judge" in own:
-            out[t].append("judge")
+        out[t] = [p for p in picked if p not in JUDGES and p != safety.JUDGE] or list(TASKS[t].default)
+        if judge and judge in own:
+            out[t].append(judge)
+        if judge and safety.JUDGE in own:  # an endpoint given: safety's own LLM judge runs too
+            out[t].append(safety.JUDGE)
     return out
 
 
@@ -230,6 +247,8 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
 
     t = TASKS[task]
     generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob")
+    if protocol in JUDGES:
+        out_judge = {"url": cfg.judge, "model": cfg.judge_model, "temperature": 0, "template": cfg.judge_template}
     shots = cfg.shots if t.shots_allowed else cfg.ner_shots if task == "ner" else 0
     out = {
         "prompt_template": t.prompt,
@@ -244,8 +263,11 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
         "extraction": t.protocols[protocol].extraction,
         "metric_variant": t.protocols[protocol].metric,
     }
-    if protocol == "judge":
-        out["judge"] = {"url": cfg.judge, "model": cfg.judge_model, "temperature": 0}
+    if protocol in JUDGES:
+        out["judge"] = out_judge
+    if protocol == safety.JUDGE:
+        out["judge"] = {"url": cfg.judge, "model": cfg.judge_model, "temperature": 0,
+                        "prompt": "qilin.eval.safety.JUDGE_PROMPT (ours)"}
     if cfg.rag and t.rag_field:
         out["retrieval"] = (f"top-{cfg.rag_k} {cfg.rag_mode} passages from {cfg.rag} placed before the "
                             f"{t.rag_field} (qilin.rag.prompt, at most {cfg.rag_max_chars} characters)")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,17 +46,69 @@ def load_model(path: str | Path, *, dtype="float32"):
     return model, tokenizer
 
 
-def check_model_dir(path: str | Path) -> None:
-    """A QilinError unless `path` looks like a Hugging Face model folder with a tokenizer."""
+def check_model_dir(path: str | Path, what: str = "model folder") -> None:
+    """A QilinError unless `path` looks like a Hugging Face model folder with a tokenizer and whole
+    safetensors weights: checked here, in a second, so that a user's mistake is one line naming the
+    folder rather than a traceback from deep inside transformers (or a bundled file it reads next)."""
     path = Path(path)
+    if not path.exists():
+        raise QilinError(f"{path}: {what} not found")
     if not path.is_dir():
-        raise QilinError(f"{path}: model folder not found")
+        raise QilinError(f"{path}: {what} expected, but this is a file")
     if not (path / "config.json").is_file():
         hint = " (it holds a LoRA adapter: merge it into its base model first)" if (
             path / "adapter_config.json").is_file() else ""
         raise QilinError(f"{path}: no config.json, not a Hugging Face model folder{hint}")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise QilinError(f"{path / 'config.json'}: not readable JSON ({str(e)[:80]})") from None
+    if not isinstance(config, dict):
+        raise QilinError(f"{path / 'config.json'}: expected a JSON object, got {type(config).__name__}")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise QilinError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    _check_weights(path)
+
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
+
+
+def _check_weights(path: Path) -> None:
+    """Every *.safetensors file whole (its header's tensors end at the file's end); pickle-only refused."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        pickles = [n for n in PICKLE_WEIGHTS if (path / n).is_file()]
+        if pickles:  # unpickling runs arbitrary code: transformers refuses it too, with a traceback
+            raise QilinError(f"{path}: holds only a pickle checkpoint ({pickles[0]}); qilin loads safetensors "
+                             "only (convert it: model.save_pretrained(dir, safe_serialization=True))")
+        raise QilinError(f"{path}: no model weights (*.safetensors)")
+    for f in files:
+        problem = _safetensors_problem(f)
+        if problem:
+            raise QilinError(f"{f}: {problem}; the file is damaged or was not copied whole")
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    """Why a safetensors file cannot be whole (8-byte header size, JSON header, data offsets), or None."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes)"
+        n = struct.unpack("<Q", head)[0]
+        if n > size - 8:
+            return f"truncated (its header alone needs {n + 8} bytes, the file has {size})"
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, RecursionError):
+            return "not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (its header is not a JSON object)"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    if ends and 8 + n + max(ends) > size:
+        return f"truncated ({size} bytes, its tensors need {8 + n + max(ends)})"
+    return None
 
 
 def lora_config(settings: LoraSettings):

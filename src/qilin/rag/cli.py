@@ -122,10 +122,12 @@ def _augment(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The rag commands on their own (argv starts with `rag`): the CLI's own entry point and error handling."""
-    from qilin.cli import main as qilin_main
+    """The rag commands on their own (argv starts with `rag`), with the CLI's error handling."""
+    from qilin.entry import run_cli
 
-    return qilin_main(argv)
+    parser = argparse.ArgumentParser(prog="qilin")
+    add_parser(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    return run_cli(parser, argv)
 
 
 if __name__ == "__main__":

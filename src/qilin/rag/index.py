@@ -41,7 +41,7 @@ import numpy as np
 from qilin.config import doc
 from qilin.errors import QilinError
 from qilin.rag import chunk, tokenize
-from qilin.runs import atomic_write_json, file_hash
+from qilin.runs import atomic_write_json, file_hash, remove_stale
 
 FORMAT = "qilin-rag-index"
 FORMAT_VERSION = 1
@@ -79,6 +79,8 @@ def build_index(corpus: Iterable[str | Path], out: str | Path, cfg: IndexConfig 
     if cfg.dense_model is not None and encoder is None:
         encoder = load_encoder(cfg.dense_model)  # fail before the long BM25 pass
     out = Path(out)
+    remove_stale(out)  # what a killed build left behind
+    _check_out(out)  # before the long passes, not after them
     tmp = out.parent / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "bm25").mkdir(parents=True)
@@ -247,12 +249,19 @@ def _dense(tmp: Path, cfg: IndexConfig, encoder) -> dict:
 
 # ---------------------------------------------------------------- helpers
 
+def _check_out(out: Path) -> None:
+    """--out may be new, empty, or an earlier index (replaced); a file or a foreign folder is the user's."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise QilinError(f"{out}: exists and is not a folder; not overwriting it (choose another --out)")
+    if out.is_dir() and not (out / INDEX_JSON).is_file() and any(out.iterdir()):
+        raise QilinError(f"{out}: exists and is not a qilin RAG index; not overwriting it")
+
+
 def _replace(tmp: Path, out: Path) -> None:
     """Move the finished index into place; an old index there is removed only after that succeeds."""
     old = None
     if out.exists():
-        if out.is_dir() and not (out / INDEX_JSON).is_file() and any(out.iterdir()):
-            raise QilinError(f"{out}: exists and is not a qilin RAG index; not overwriting it")
+        _check_out(out)  # it may have changed during the build
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(old)
     tmp.rename(out)

@@ -198,3 +198,25 @@ def load_jsonl(path: str | Path, fields: list[str], check=None):
 def _history_entry(log: dict) -> dict:
     return {"step": log.get("step"), "epoch": log.get("epoch"), "loss": log["loss"],
             "lr": log.get("learning_rate"), "tokens": log.get("num_input_tokens_seen")}
+
+
+def run_trainer_stage(cfg, make_trainer, log_metrics=None) -> Path:
+    """The `run(cfg)` of a stage that trains `cfg.model` into `cfg.out/model` with one TRL trainer:
+    complete folders return at once, a killed run resumes, metrics and manifest as every stage writes
+    them. `make_trainer(model, tokenizer, run)` builds the trainer; `log_metrics(log_history)` adds the
+    trainer's own last logged numbers (e.g. reward margins) to metrics.json."""
+    from qilin.model.load import load_model
+
+    run = RunFolder(cfg.out)
+    if run.is_complete():
+        return run.path
+    run.write_config(cfg)
+    if not run.model_is_complete():
+        model, tokenizer = load_model(cfg.model)
+        trainer = make_trainer(model, tokenizer, run)
+        metrics = train(trainer, run)
+        metrics.update(log_metrics(trainer.state.log_history) if log_metrics else {})
+        run.write_metrics(metrics)
+        save_trained(trainer, tokenizer, run.model_dir)
+    return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
+                      extra={"model": str(run.model_dir)})

@@ -10,8 +10,8 @@ Training files hold pairs `{"prompt", "chosen", "rejected"}` or ranked lists
 
 The stage evaluates itself (the benchmark suite is for policies): pairwise accuracy on held-out
 pairs, beside a length-only baseline that prefers the longer answer, so that the report shows what
-the model learned beyond length. Both go to `eval/metrics.json`, so the recipe runner does not run
-its policy evaluation on this folder. `qilin reward-score --model DIR FILE` scores any file.
+the model learned beyond length. Both go to `held_out/metrics.json` (not `eval/`, which holds the
+benchmark evaluations of policies; the stage record says the runner evaluates nothing here). `qilin reward-score --model DIR FILE` scores any file.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from qilin.train.common import TrainSettings, save_trained, train, trl_args
 # Prompt fields of other formats (Alpaca, ShareGPT exports, our own eval files): a record naming its
 # prompt this way is a file from somewhere else, so the error says which name to use.
 OTHER_PROMPT_NAMES = ("question", "instruction", "query", "input", "conversations", "messages")
+HELD_OUT = "held_out"  # folder of the held-out pairwise accuracy (metrics.json, predictions/reward.jsonl)
 
 
 @dataclass
@@ -64,8 +65,8 @@ def run(cfg: Config) -> Path:
         tokenizer.model_max_length = cfg.train.max_length  # `reward-score` truncates as training did
         save_trained(trainer, tokenizer, run.model_dir)
         del trainer, model
-    if dist.is_main() and not (run.path / "eval" / "metrics.json").is_file():
-        evaluate(run.model_dir, test_pairs, held_out, run.path / "eval", cfg.batch_size_eval)
+    if dist.is_main() and not (run.path / HELD_OUT / "metrics.json").is_file():
+        evaluate(run.model_dir, test_pairs, held_out, run.path / HELD_OUT, cfg.batch_size_eval)
     dist.barrier()
     return run.finish(inputs={"model": cfg.model, "data": cfg.data, "held_out": held_out}, seed=cfg.train.seed,
                       extra={"model": str(run.model_dir)})

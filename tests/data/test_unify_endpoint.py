@@ -23,6 +23,17 @@ from qilin.runs import read_json
 TAG = re.compile(r"段落(\d+)")
 
 
+def serve(handler) -> tuple[ThreadingHTTPServer, str]:
+    """A threaded HTTP server on 127.0.0.1 (a free port) running `handler`; (server, its /v1 URL)."""
+    # The default listen backlog (5) drops some of 16 simultaneous connects, and the kernel retries
+    # them a second later: a stall that is the fake server's, not the client's.
+    ThreadingHTTPServer.request_queue_size = 64
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+
+
 class FakeServer:
     """mode: ok | malformed (200 with a body that is no chat completion) | flaky (503 on each call's first try)."""
 
@@ -69,13 +80,7 @@ class FakeServer:
             def log_message(self, *args):
                 pass
 
-        # The default listen backlog (5) drops some of 16 simultaneous connects, and the kernel retries
-        # them a second later: a stall that is the fake server's, not the client's.
-        ThreadingHTTPServer.request_queue_size = 64
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve(Handler)
 
     def segments_asked(self) -> set[int]:
         with self.lock:
@@ -189,6 +194,6 @@ def test_a_busy_endpoint_is_retried_with_backoff(tmp_path, server_factory):
                                                 "generator": settings(server.url, retries=2)}))
     assert len(server.log) == 12  # 3 segments x 2 calls x (503, then 200)
     assert (out / "unified.jsonl").read_text(encoding="utf-8").count("\n") == 3
-    with pytest.raises(QilinError, match="unreachable or failing after 1 tries"):
+    with pytest.raises(QilinError, match="unreachable, failing or replying malformed after 1 tries"):
         unify.run(config.build(unify.Config, {"out": tmp_path / "v", "data": data,
                                               "generator": settings(server_factory(mode="flaky").url, retries=0)}))

@@ -83,7 +83,8 @@ def test_rules_stage_writes_pairs_labels_its_generator_and_resumes(tmp_path):
     pairs = [json.loads(line) for line in (out / "unified.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [p["messages"][0]["content"] for p in pairs] == ["什么是显性感染？", "什么是隐性感染？", "疟疾的病原体是什么？"]
     assert all(p["messages"][1]["role"] == "assistant" for p in pairs)
-    metrics = read_json(out / "eval" / "metrics.json")
+    metrics = read_json(out / unify.SUMMARY)
+    assert not (out / "eval").exists()  # counts are not a benchmark evaluation
     assert metrics["metrics"]["unify.pairs"] == 3 and metrics["protocols"]["unify.generator"].startswith("rules")
     # a kill mid-append leaves a torn line: it is cut off and that segment redone
     results = out / "results.jsonl"
