@@ -94,8 +94,8 @@ def test_the_bundled_demo_scale_is_labelled_and_loads():
 
 
 def test_bias_section_per_stage(tmp_path):
-    (tmp_path / "recipe.json").write_text(json.dumps({"steps": [["data", "00-data"], ["sft", "03-sft"],
-                                                                ["rejection", "05-rejection"]]}))
+    (tmp_path / "recipe.json").write_text(json.dumps({"steps": [["data", "00-data", "data"], ["sft", "03-sft", "sft"],
+                                                                ["rejection", "05-rejection", "rejection"]]}))
     for folder, mean, total, unparsed in (("03-sft", 3.5, None, 2), ("05-rejection", 2.25, 18, 0)):
         (tmp_path / folder / "eval").mkdir(parents=True)
         (tmp_path / folder / "eval" / "metrics.json").write_text(json.dumps({

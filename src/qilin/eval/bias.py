@@ -205,8 +205,8 @@ def bias_section(run_dir: str | Path) -> str:
 
     run_dir = Path(run_dir)
     rows = []
-    for name, folder in read_json(run_dir / "recipe.json")["steps"]:
-        rows += _stage_rows(name, run_dir / folder)
+    for step in read_json(run_dir / "recipe.json")["steps"]:  # [name, folder, stage kind]
+        rows += _stage_rows(step[0], run_dir / step[1])
     scales = list(dict.fromkeys(k.split(".")[1] for _, m in rows for k in m["metrics"]
                                 if k.startswith("bias.") and k.endswith(".mean")))
     if not scales:
