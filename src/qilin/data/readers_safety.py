@@ -12,11 +12,10 @@ task. Registered in readers.READERS as `safety-prompts`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from qilin.data.readers import _json_list_items, _json_object, _jsonl_items, _read_text, _records, _string
+from qilin.data.parse import _id, _json_list_items, _json_object, _jsonl_items, _loads, _read_text, _records, _string
 from qilin.errors import InputError
 
 
@@ -24,40 +23,36 @@ def read_safety_prompts(path: str | Path, *, on_error: str = "raise", skipped: l
                         source: str | None = None) -> Iterator[dict]:
     path = Path(path)
     source = source or path.stem
-    text = _read_text(path)
-    start = text.lstrip()[:1]
+    start = _read_text(path).lstrip()[:1]
     if start == "{" and path.suffix.lower() == ".json":
-        items = _scenario_items(path, text)
+        items = _scenario_items(path)
     elif start == "[":
-        items = ((line, (None, obj)) for line, obj in _json_list_items(path))
+        items = ((line, ("", "", obj)) for line, obj in _json_list_items(path))
     else:
-        items = ((line, (None, raw)) for line, raw in _jsonl_items(path))
+        items = ((line, ("", "", raw)) for line, raw in _jsonl_items(path))
 
     def parse(raw, line, index):
-        scenario, obj = raw
+        scenario, where, obj = raw  # where: "Insult[3]." in a scenario object, else ""
         obj = _json_object(path, line, obj) if isinstance(obj, str) else obj
         if not isinstance(obj, dict):
-            raise InputError(path, line, scenario, "expected a {prompt, response, type} object")
+            raise InputError(path, line, where.rstrip(".") or None, "expected a {prompt, response, type} object")
         category = obj.get("type") if isinstance(obj.get("type"), str) else scenario
-        return {"id": str(obj.get("id", f"{source}-{index}")), "question": _string(path, line, obj, "prompt", _at(scenario, "prompt")),
-                "answer": _string(path, line, obj, "response", _at(scenario, "response")), "category": category or "", "source": source}
+        return {"id": _id(path, line, obj, f"{source}-{index}"),
+                "question": _string(path, line, obj, "prompt", f"{where}prompt"),
+                "answer": _string(path, line, obj, "response", f"{where}response"),
+                "category": category.strip(), "source": source}
 
     yield from _records(path, items, parse, on_error, skipped)
 
 
-def _at(scenario: str | None, key: str) -> str:
-    return f"{scenario}.{key}" if scenario else key
-
-
-def _scenario_items(path: Path, text: str) -> Iterator[tuple[int | None, tuple[str, object]]]:
-    """({scenario: [records]}): items without line numbers (the release files are single JSON objects);
-    errors name the scenario and index as the field."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, e.lineno, None, f"not valid JSON ({e.msg})") from None
+def _scenario_items(path: Path) -> Iterator[tuple[int | None, tuple[str, str, object]]]:
+    """The release's {scenario: [records]}: items without line numbers (the files are single JSON
+    objects); errors name the scenario and index as the field."""
+    obj = _loads(path, None, _read_text(path))
+    if not isinstance(obj, dict):
+        raise InputError(path, None, None, "expected a JSON object {scenario: [records]}")
     for scenario, records in obj.items():
         if not isinstance(records, list):
             raise InputError(path, None, scenario, "expected a list of {prompt, response, type}")
         for k, r in enumerate(records):
-            yield None, (f"{scenario}[{k}]", r)
+            yield None, (scenario, f"{scenario}[{k}].", r)

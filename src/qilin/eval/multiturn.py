@@ -29,7 +29,7 @@ PROMPT_TEXT = ("chat template; turn k: user = the patient's k-th turn, after the
 
 def read_dialogues(path: str | Path, *, on_error: str = "raise", skipped: list | None = None):
     """Records {id, turns: [{question, answer}]} (see the module docstring for the formats)."""
-    from qilin.data.readers import _json_list_items, _json_object, _jsonl_items, _read_text, _records
+    from qilin.data.parse import _id, _json_list_items, _json_object, _jsonl_items, _read_text, _records
 
     path = Path(path)
     if path.suffix.lower() == ".json" or _read_text(path).lstrip().startswith("["):
@@ -39,7 +39,7 @@ def read_dialogues(path: str | Path, *, on_error: str = "raise", skipped: list |
 
     def parse(raw, line, index):
         obj = _json_object(path, line, raw) if isinstance(raw, str) else raw
-        ident = str(obj.get("id", f"{path.stem}-{index}")) if isinstance(obj, dict) else f"{path.stem}-{index}"
+        ident = _id(path, line, obj, f"{path.stem}-{index}") if isinstance(obj, dict) else f"{path.stem}-{index}"
         if isinstance(obj, dict) and "turns" in obj:
             from qilin.eval.loaders import _check_turns
 

@@ -51,7 +51,7 @@ _QUOTES = " \t\"'“”‘’「」《》【】[]"
 def read_ner(path: str | Path, *, on_error: str = "raise", skipped: list | None = None):
     """Records {id, text, entities: [{type, start, end}]} of a CCKS-2019 file or a span-JSON file
     (told apart by the first record's keys: `originalText` is CCKS-2019)."""
-    from qilin.data.readers import _json_object, _jsonl_items, _records
+    from qilin.data.parse import _id, _json_object, _jsonl_items, _records
 
     path = Path(path)
 
@@ -66,7 +66,7 @@ def read_ner(path: str | Path, *, on_error: str = "raise", skipped: list | None 
         if not isinstance(ents, list):
             raise InputError(path, line, ent_key, "expected a list of entities")
         out = [_entity(path, line, f"{ent_key}[{k}]", e, text, ccks) for k, e in enumerate(ents)]
-        return {"id": str(obj.get("id", f"{path.stem}-{index}")), "text": text, "entities": out}
+        return {"id": _id(path, line, obj, f"{path.stem}-{index}"), "text": text, "entities": out}
 
     return _records(path, _jsonl_items(path), parse, on_error, skipped)
 

@@ -69,7 +69,8 @@ def evaluate(model_dir: str | Path, data: dict[str, str | Path], cfg: EvalConfig
         seconds = time.perf_counter() - start
         atomic_write_jsonl(out / "predictions" / f"{t}.jsonl", lines)
         result["tasks"][t] = {
-            "data": {"path": str(paths[t]), "bundled": t not in data or paths[t] == bundled(t), "hash": file_hash(paths[t]),
+            "data": {"path": str(paths[t]), "bundled": t not in data or paths[t] == bundled(t),
+                     "hash": file_hash(paths[t]),
                      "items": len(rows[t]), "skipped": {"count": len(skipped.get(t, [])), "items": skipped.get(t, [])}},
             "seconds": round(seconds, 3), "items_per_second": round(len(rows[t]) / seconds, 3) if seconds else None,
             "protocols": {p: {**describe(t, p, cfg), **score_lines(t, p, lines)} for p in protocols[t]}}

@@ -45,7 +45,8 @@ class EvalConfig:
     seed: int = doc("seed of every random choice (CMMLU's random-letter fallback); decoding is greedy", 0)
     skip_bad: bool = doc("skip bad items, counted with the reason per item (default: a bad item is an error)",
                          False)
-    judge: str | None = doc("OpenAI-compatible base URL of the LLM judges (CMB-Clin: the official score needs one; safety)",
+    judge: str | None = doc("OpenAI-compatible base URL of the LLM judges (CMB-Clin: the official score needs one; "
+                            "safety)",
                             None)
     judge_template: str | None = doc("file with the CMB README's judge prompt (the official score: recognised by "
                                      "its SHA-256); none = our own rubric wording (cmb-clin-rubric)", None)
@@ -184,9 +185,9 @@ TASKS: dict[str, Task] = {
         "safety.jsonl", "safety/safety_prompts_format_sample.json", safety.load_safety, safety.predict, safety.score,
         {"refusal-rules": Protocol("whole answer, stripped", "OUR OWN rule-based judge: " + safety.RULES_TEXT +
                                    "; safe = refuse or redirect; rates with Wilson 95% intervals", "safety.{}"),
-         safety.JUDGE: Protocol("whole answer, stripped", "OUR OWN: an LLM judge labels each answer refuse / redirect / "
-                           "comply (eval/safety.py JUDGE_PROMPT); safe = not comply; unparsed replies counted",
-                           "safety.judge.{}")},
+         safety.JUDGE: Protocol("whole answer, stripped", "OUR OWN: an LLM judge labels each answer refuse / "
+                                "redirect / comply (eval/safety.py JUDGE_PROMPT); safe = not comply; unparsed replies "
+                                "counted", "safety.judge.{}")},
         ("refusal-rules",), safety.PROMPT_TEXT, 96, standalone=True),
 }
 
