@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from qilin import config
-from qilin.data import unify
+from qilin.data import generators, unify
 from qilin.errors import QilinError
 from qilin.runs import read_json
 
@@ -96,7 +96,7 @@ def test_retry_after_is_honoured(tmp_path, endpoint):
     server.reply = lambda kind, n, attempt: (503, {"Retry-After": "3600"}, b"{}", 0)
     with pytest.raises(QilinError, match="asks to wait 3600 s"):
         unify.run(cfg(tmp_path, corpus(tmp_path, 1), server.url, name="v"))
-    assert unify.retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past
+    assert generators.retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past
 
 
 def test_cut_off_and_malformed_bodies_are_retried_then_one_line(tmp_path, endpoint):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from qilin import config
-from qilin.data import unify
+from qilin.data import generators, unify
 from qilin.errors import QilinError
 from qilin.recipe import load_recipe, plan
 from qilin.runs import read_json
@@ -41,15 +41,15 @@ def test_segments_keep_headings_split_long_paragraphs_and_drop_repeats(tmp_path)
 
 
 def test_rule_based_questions_and_answers():
-    q = unify.rule_question("（二）隐性感染\n" + TEXTBOOK, 0)
-    assert q == "什么是隐性感染？" and unify.rule_answer(q, "（二）隐性感染\n" + TEXTBOOK, 0) == TEXTBOOK
-    assert unify.rule_question("疟疾的病原体是疟原虫。", 0) == "疟疾的病原体是什么？"
+    q = generators.rule_question("（二）隐性感染\n" + TEXTBOOK, 0)
+    assert q == "什么是隐性感染？" and generators.rule_answer(q, "（二）隐性感染\n" + TEXTBOOK, 0) == TEXTBOOK
+    assert generators.rule_question("疟疾的病原体是疟原虫。", 0) == "疟疾的病原体是什么？"
     dialogue = "问：高血压能献血吗？\n答：血压控制平稳时一般可以献血。"
-    assert unify.rule_question(dialogue, 0) == "高血压能献血吗？"
-    assert unify.rule_answer("高血压能献血吗？", dialogue, 0) == "血压控制平稳时一般可以献血。"
+    assert generators.rule_question(dialogue, 0) == "高血压能献血吗？"
+    assert generators.rule_answer("高血压能献血吗？", dialogue, 0) == "血压控制平稳时一般可以献血。"
     exam = "发作性吸气性呼吸困难最常见于\nA 气胸\nB 气管内异物\n答案：B\n解析：气道阻塞所致。"
-    assert unify.rule_question(exam, 0).endswith("B 气管内异物")
-    assert unify.rule_answer("x", exam, 0) == "答案：B\n解析：气道阻塞所致。"
+    assert generators.rule_question(exam, 0).endswith("B 气管内异物")
+    assert generators.rule_answer("x", exam, 0) == "答案：B\n解析：气道阻塞所致。"
 
 
 def test_filters_and_second_tries(tmp_path):

@@ -49,9 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
-from qilin.data.generators import (  # noqa: F401 - re-exported: tests and callers use unify.<name>
-    SENTENCE_END, Generator, GeneratorSettings, Stopped, _is_heading, generator_label, make_generator, retry_after,
-    rule_answer, rule_question)
+from qilin.data.generators import (SENTENCE_END, Generator, GeneratorSettings, Stopped, _is_heading, generator_label,
+                                   make_generator)
 from qilin.errors import InputError, QilinError
 from qilin.runs import RunFolder, atomic_write_json, atomic_write_jsonl, atomic_write_text, iter_jsonl
 
