@@ -17,7 +17,7 @@ from qilin.stages import STAGES, Stage, commands
 
 # Modules with `add_parser(sub)` adding commands of their own (`qilin reward-score`, `qilin eval ...`,
 # `qilin rag ...`). They must not import this module at import time (no cycle: tests/test_imports.py).
-SUB_CLIS = ["qilin.train.reward", "qilin.eval.cli", "qilin.rag.cli"]
+SUB_CLIS = ["qilin.train.reward", "qilin.eval.cli", "qilin.data.probes", "qilin.rag.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     # Sub-CLIs: each module's add_parser(sub) registers its own commands; imports there stay light.
     for module in SUB_CLIS:
         importlib.import_module(module).add_parser(sub)
+
+    from qilin.serve.cli import add_parser as add_serve  # `qilin serve`, `qilin chat`
+
+    add_serve(sub)
 
     rep = sub.add_parser("report", help="write report.md / report.html for a recipe run folder")
     rep.add_argument("run", help="runs/<recipe>")

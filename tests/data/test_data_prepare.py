@@ -107,3 +107,13 @@ def test_too_many_held_out_is_a_clear_error(tmp_path):
 
     with pytest.raises(QilinError, match="cmexam: 99999 items asked"):
         prepare.run(load(prepare.Config, base={"out": tmp_path / "x", "eval_cmexam": 99999}))
+
+
+def test_knowledge_probes_without_the_fictional_facts(built):
+    """By default the FICTIONAL facts stay out of training, and the probes ask the real KG facts that
+    made it into the CPT file (no control set: there is none for them)."""
+    assert not any(r["source"].startswith("fictional") for r in lines(built / "train/cpt.jsonl"))
+    probes = lines(built / "eval/probe.jsonl")
+    assert probes and {r["kind"] for r in probes} == {"kg"} and {r["set"] for r in probes} == {"seen", "paraphrase"}
+    cpt = " ".join(r["text"] for r in lines(built / "train/cpt.jsonl") if r["source"] == "kg")
+    assert all(r["head"] in cpt for r in probes)

@@ -12,7 +12,8 @@ from qilin.eval.choice import letter_preference
 from qilin.eval.results import evaluate_heldout
 from qilin.eval.tasks import TASKS, EvalConfig
 
-DRAWN = [t for t, task in TASKS.items() if not task.standalone]  # the tasks whose files the data stage writes
+# the tasks whose files the data stage writes (not the benchmarks read only from --data, nor the standalone ones)
+DRAWN = [t for t, task in TASKS.items() if task.heldout and not task.standalone]
 
 OPTS = {"A": "阿司匹林", "B": "青霉素", "C": "胰岛素", "D": "硝苯地平", "E": "甲硝唑"}
 
@@ -55,6 +56,10 @@ def data_dir(tmp_path):
          "source": "t"},
         {"id": "p3", "prompt": "头痛怎么办？", "chosen": "先休息观察。", "rejected": "随便吃药。", "source": "t"},
     ])
+    write_jsonl(ev / "probe.jsonl", [
+        {"id": f"{s}-0", "set": s, "kind": "fictional", "relation": "病原体", "head": "甲热", "prompt": "甲热的病原体是",
+         "target": "乙杆菌", "options": {"A": "乙杆菌", "B": "丙病毒"}, "answer": "A"}
+        for s in ("seen", "paraphrase", "unseen")])
     write_jsonl(tmp_path / "data" / "train" / "cpt.jsonl",
                 [{"text": "高血压患者应当低盐饮食，并定期测量血压。", "source": "t"}] * 3)
     return tmp_path / "data"
@@ -77,7 +82,7 @@ def test_every_heldout_set_is_scored_and_recomputes(tiny_model_dir, data_dir, tm
                 "cmexam.shuffled_logits", "cmmlu.accuracy_macro", "cmb_clin.bleu1", "cmb_clin.rouge1",
                 "dialogue.bleu1", "dialogue.rougeL", "dialogue.distinct1", "ppl.medical", "ppl.general",
                 "ppl.unigram_medical", "ppl.unigram_general", "ppl.medical_nll", "preference.accuracy",
-                "preference.accuracy_summed"}
+                "preference.accuracy_summed", "probe.seen", "probe.paraphrase", "probe.unseen", "probe.seen_logprob"}
     assert required <= set(v)
     assert set(m["protocols"]) == set(v) and set(m["n"]) == set(v)
     assert v["cmexam.chance"] == pytest.approx((1 / 5 + 1 / 5 + 1 / 4) / 3)

@@ -77,6 +77,10 @@ class Config:
                               "shared n-grams must cover (0 = any shared n-gram counts)", 0.2)
     max_train_docs: int | None = doc("contamination check: n-grams found in more training items than "
                                      "this are boilerplate and ignored (GPT-3's rule); null = none", 10)
+    include: list[str] = doc("optional source groups of the sources file to use, e.g. [fictional]: the "
+                             "invented facts of data/fictional/ (the demo's knowledge probes); none by default", [])
+    probes: bool = doc("write eval/probe.jsonl: knowledge probes (seen / paraphrase / unseen) from the "
+                       "knowledge-graph sources and data_dir's probes.yaml (or the bundled one)", True)
 
 
 def run(cfg: Config) -> Path:
@@ -99,7 +103,7 @@ def run(cfg: Config) -> Path:
             shutil.rmtree(target)
         os.replace(tmp / name, target)
     tmp.rmdir()
-    outputs = list(card["files"]) + ["card.json", "card.md"]
+    outputs = list(card["files"]) + ["card.json", "card.md"] + write_probes(cfg, spec, data_dir, folder.path)
     folder.finish(inputs={"data_dir": data_dir, "sources": sources_file}, seed=cfg.seed, outputs=outputs)
     return folder.path
 
@@ -108,7 +112,7 @@ def recipe_spec(cfg: Config, data_dir: Path) -> tuple[Spec, Path]:
     """The sources file with the recipe's outputs and the config's sizes, caps and check settings."""
     own = data_dir / "sources.yaml"
     sources_file = own if own.is_file() else default_data_dir() / "sources.yaml"
-    spec = load_spec(sources_file, base={"base_dir": str(data_dir)})
+    spec = load_spec(sources_file, base={"base_dir": str(data_dir), "include": list(cfg.include)})
     sizes = {"cmexam": cfg.eval_cmexam, "dialogue": cfg.eval_dialogue, "medical": cfg.eval_medical_paragraphs,
              "general": cfg.eval_general}
     for s in spec.sources:
@@ -125,6 +129,24 @@ def recipe_spec(cfg: Config, data_dir: Path) -> tuple[Spec, Path]:
     check = Contamination(cfg.ngram, cfg.min_shared, cfg.min_coverage, cfg.max_train_docs)
     return dataclasses.replace(spec, seed=cfg.seed, outputs=outputs, contamination=check, keep_ids=False,
                                parquet=False), sources_file
+
+
+def write_probes(cfg: Config, spec: Spec, data_dir: Path, out: Path) -> list[str]:
+    """eval/probe.jsonl (qilin.data.probes) when asked for and a probe spec exists; its counts in
+    eval/probe_note.json. Returns the files written."""
+    from qilin.data.probes import for_data_stage
+    from qilin.runs import atomic_write_json, atomic_write_jsonl
+
+    own = data_dir / "probes.yaml"
+    path = own if own.is_file() else default_data_dir() / "probes.yaml"
+    if not cfg.probes or not path.is_file():
+        return []
+    items, note = for_data_stage(spec, path, out / "train")
+    if not items:
+        return []
+    atomic_write_jsonl(out / "eval" / "probe.jsonl", items)
+    atomic_write_json(out / "eval" / "probe_note.json", {"spec": str(path), "kinds": note})
+    return ["eval/probe.jsonl", "eval/probe_note.json"]
 
 
 def eval_index_items(evals: dict[str, list[dict]]):

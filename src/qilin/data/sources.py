@@ -70,6 +70,8 @@ class Source:
     on_error: str | None = doc("raise | skip malformed records; default: the build's setting", None)
     eval: list[Hold] = doc("held-out evaluation sets drawn from it", [])
     templates: dict = doc("knowledge graphs: per-relation sentence templates with {head}, {relation}, {tail}", {})
+    group: str | None = doc("an optional source's group: used only when the build includes the group "
+                            "(`include`; e.g. the demo's fictional facts); null = always used", None)
 
 
 @dataclass
@@ -118,6 +120,8 @@ class Spec:
     dedup: Dedup = doc("deduplication settings", Dedup)
     contamination: Contamination = doc("contamination check settings", Contamination)
     base_dir: Path | None = doc("folder the source paths are relative to; default: the sources file's", None)
+    include: list[str] = doc("optional source groups to use (sources with a `group` not listed here are left out)",
+                             [])
 
 
 def load_spec(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> Spec:
@@ -129,6 +133,12 @@ def load_spec(path: str | Path | None, overrides: list[str] | None = None, base:
     if not isinstance(spec.outputs, dict) or not spec.outputs:
         raise QilinError(f"{where}: outputs must be a mapping of output name -> {{stage, ...}}")
     spec.outputs = {_file_name(where, "outputs", name): _output(where, name, o) for name, o in spec.outputs.items()}
+    groups = {s.group for s in spec.sources if s.group}
+    unknown = [g for g in spec.include if g not in groups]
+    if unknown:
+        raise QilinError(f"{where}: include {', '.join(unknown)}: no source has that group "
+                         f"(groups: {', '.join(sorted(groups)) or 'none'})")
+    spec.sources = [s for s in spec.sources if not s.group or s.group in spec.include]
     names = [s.name for s in spec.sources]
     if not names:
         raise QilinError(f"{where}: no sources")

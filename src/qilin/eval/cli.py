@@ -11,17 +11,19 @@ from pathlib import Path
 
 from qilin.errors import QilinError
 
-MODES = ("run", "export-lm-eval", "show")
+MODES = ("run", "export-lm-eval", "show", "compare")
 # tasks.TASKS' names, spelled out so that `qilin --help` does not import torch (a test keeps them equal)
 TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "ppl-medical", "ppl-general", "preference",
-              "ner", "dialogue-multiturn", "bias", "safety")
+              "ner", "dialogue-multiturn", "bias", "safety", "probe",
+              "cmb-exam", "ceval-medical", "mmlu-medical", "medqa-mcmle", "medqa-usmle", "medmcqa")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     e = sub.add_parser(
         "eval", help="evaluate a model on Chinese medical benchmarks; export lm-eval tasks; show results",
         description="qilin eval --model DIR --tasks cmexam,cmmlu-medical [--data T=PATH ...]\n"
-                    "qilin eval export-lm-eval --tasks ... --out DIR\nqilin eval show OUT",
+                    "qilin eval export-lm-eval --tasks ... --out DIR\nqilin eval show OUT\n"
+                    "qilin eval compare --a DIR --b DIR --judge URL [--tasks dialogue,cmb-clin] --out OUT",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("mode", nargs="?", default="run", choices=MODES,
                    help="run (default), export-lm-eval, or show (then give the results folder)")
@@ -48,7 +50,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--rag", metavar="INDEX", help="evaluate with retrieval: the top passages of this `qilin rag "
                    "index` folder go before each question (qilin.rag.prompt); predictions record their ids")
     e.add_argument("--rag-k", type=int, default=3, help="passages per question with --rag (Qilin-Med: 3)")
-    e.add_argument("--out", help="output folder (run: default eval_out; export-lm-eval: required)")
+    e.add_argument("--a", metavar="DIR", help="compare: model A's evaluation folder (qilin eval --out, a stage's eval/)")
+    e.add_argument("--b", metavar="DIR", help="compare: model B's evaluation folder")
+    e.add_argument("--out", help="output folder (run: default eval_out; compare: default compare_out; "
+                                 "export-lm-eval: required)")
     e.set_defaults(func=main)
     return e
 
@@ -61,6 +66,8 @@ def main(args) -> int:
             raise QilinError("qilin eval show OUT: name the results folder")
         print(show(args.results))
         return 0
+    if args.mode == "compare":
+        return _compare(args)
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     if not tasks:
         raise QilinError(f"qilin eval {args.mode}: --tasks is required (comma-separated)")
@@ -81,6 +88,28 @@ def main(args) -> int:
     out = Path(args.out or "eval_out")
     print(format_results(evaluate(Path(args.model), data, settings, out, tasks)))
     print(out / "results.json")
+    return 0
+
+
+def _compare(args) -> int:
+    """Pairwise judge of two evaluation folders' free-text answers (qilin.eval.compare)."""
+    from qilin.eval.compare import TEXT_TASKS, compare, format_summary
+
+    if not (args.a and args.b and args.judge):
+        raise QilinError("qilin eval compare: --a DIR, --b DIR and --judge URL are required")
+    a, b = Path(args.a), Path(args.b)
+    for d in (a, b):
+        if not (d / "predictions").is_dir():
+            raise QilinError(f"{d}: not an evaluation folder (no predictions/; `qilin eval --out` writes one)")
+    tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else
+             [t for t in TEXT_TASKS if (a / "predictions" / f"{t}.jsonl").is_file()])
+    bad = [t for t in tasks if t not in TEXT_TASKS]
+    if bad or not tasks:
+        raise QilinError(f"compare --tasks {', '.join(bad) or '(none found)'}: free-text tasks only "
+                         f"({', '.join(TEXT_TASKS)})")
+    out = Path(args.out or "compare_out")
+    print(format_summary(compare(a, b, args.judge, args.judge_model, tasks, out, args.limit)))
+    print(out / "compare.json")
     return 0
 
 

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from qilin.errors import QilinError
+from qilin.eval.loaders import BUNDLED
 from qilin.eval.tasks import TASKS, EvalConfig, bundled, check_tasks, choose_protocols, describe, flat_name, one_line
 from qilin.runs import atomic_write_json, atomic_write_jsonl, file_hash, iter_jsonl, read_json, versions
 
@@ -69,7 +70,7 @@ def evaluate(model_dir: str | Path, data: dict[str, str | Path], cfg: EvalConfig
         seconds = time.perf_counter() - start
         atomic_write_jsonl(out / "predictions" / f"{t}.jsonl", lines)
         result["tasks"][t] = {
-            "data": {"path": str(paths[t]), "bundled": t not in data or paths[t] == bundled(t),
+            "data": {"path": str(paths[t]), "bundled": t not in data or paths[t] == BUNDLED / TASKS[t].demo,
                      "hash": file_hash(paths[t]),
                      "items": len(rows[t]), "skipped": {"count": len(skipped.get(t, [])), "items": skipped.get(t, [])}},
             "seconds": round(seconds, 3), "items_per_second": round(len(rows[t]) / seconds, 3) if seconds else None,
@@ -89,14 +90,15 @@ def heldout_data(data_dir: str | Path, cfg: EvalConfig) -> tuple[list[str], dict
     (each file must be there), or every task whose held-out file the data stage wrote."""
     eval_dir = Path(data_dir) / "eval"
     if cfg.tasks:
-        missing = [t for t in cfg.tasks if t in TASKS and not (eval_dir / TASKS[t].heldout).is_file()
-                   and not TASKS[t].standalone]
+        missing = [t for t in cfg.tasks if t in TASKS and not TASKS[t].standalone
+                   and not (TASKS[t].heldout and (eval_dir / TASKS[t].heldout).is_file())]
         if missing:
             raise QilinError(f"eval tasks {', '.join(missing)}: the data stage wrote no "
-                             + ", ".join(str(eval_dir / TASKS[t].heldout) for t in missing))
+                             + ", ".join(str(eval_dir / (TASKS[t].heldout or f'{t} file (read with qilin eval --data)'))
+                                         for t in missing))
         tasks = list(cfg.tasks)
     else:
-        tasks = [t for t, task in TASKS.items() if (eval_dir / task.heldout).is_file()]
+        tasks = [t for t, task in TASKS.items() if task.heldout and (eval_dir / task.heldout).is_file()]
     return tasks, {t: _heldout_file(t, eval_dir, cfg) for t in tasks if t in TASKS}
 
 

@@ -22,7 +22,8 @@ from typing import Callable
 
 from qilin.config import doc
 from qilin.errors import QilinError
-from qilin.eval import bias, choice, likelihood, loaders, multiturn, ner, safety, text
+from qilin.eval import benchmark_loaders as bl
+from qilin.eval import benchmarks, bias, choice, likelihood, loaders, multiturn, ner, probe, safety, text
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Task:
-    heldout: str        # the data stage's held-out file, under <data stage>/eval/
+    heldout: str | None  # the data stage's held-out file, under <data stage>/eval/ (None: qilin eval --data only)
     demo: str           # the bundled demo split, under data/ (qilin eval without --data)
     load: Callable      # (path, cfg, task) -> items
     predict: Callable   # (task, lm, rows, protocols, cfg) -> prediction lines
@@ -99,6 +100,13 @@ _CHAR = ("characters, whitespace removed; corpus BLEU-1..4 cumulative, no smooth
 _QM_TEXT = ("qilin-med variant: BLEU-1..4 on jieba words, cumulative, no smoothing; ROUGE-1/2 F1 on sets of "
             "unique character n-grams, per {unit} averaged; x100")
 _JUDGE_PENDING = "the official CMB-Clin score was NOT computed (it needs --judge and the official judge prompt)"
+
+_LETTER = "the option letter ({letters}) with the highest log-prob after the prompt, scored as a continuation"
+_SUBJECTS = "accuracy over all questions (95% Wilson interval), per subject, macro over subjects"
+_CMB_EXTRACTION = ("CMB match_choice: the letters A-G after 答案/正确选项+是/：/为/应该是/应该为 up to 。/. , else every A-G "
+                   "letter of the output; a single-answer question keeps the first")
+_CMB_METRIC = ("CMB score.py: exact match; accuracy per (exam_type, exam_class), exam_type = mean of its classes, "
+               "overall = mean of the exam_type scores")
 
 TASKS: dict[str, Task] = {
     "cmexam": Task(
@@ -189,6 +197,30 @@ TASKS: dict[str, Task] = {
                                 "redirect / comply (eval/safety.py JUDGE_PROMPT); safe = not comply; unparsed replies "
                                 "counted", "safety.judge.{}")},
         ("refusal-rules",), safety.PROMPT_TEXT, 96, standalone=True),
+    # knowledge probes (issue 17): seen / paraphrase / unseen facts, cloze log-prob + multiple choice
+    "probe": Task(
+        "probe.jsonl", "fictional/probe_demo.jsonl", probe.load, probe.predict, probe.score,
+        {probe.PROTOCOL: Protocol(probe.EXTRACTION, probe.METRIC, "probe.{}")},
+        (probe.PROTOCOL,), probe.PROMPT),
+    # benchmarks of issue 17 (qilin.eval.benchmarks): not bundled, read from the user's official files
+    "cmb-exam": Task(
+        None, "cmb_exam (not bundled)", bl.load_cmb, benchmarks.predict, benchmarks.score_cmb,
+        {"cmb": Protocol(_CMB_EXTRACTION, _CMB_METRIC, "cmb_exam.{}")}, ("cmb",), benchmarks.PROMPTS["cmb"], 20),
+    "ceval-medical": Task(
+        None, "ceval (not bundled)", bl.load_ceval, benchmarks.predict, benchmarks.score_subjects,
+        {"ceval": Protocol(_LETTER.format(letters="A-D"), _SUBJECTS, "ceval_medical.{}")}, ("ceval",),
+        benchmarks.PROMPTS["ceval"], shots_allowed=True),
+    "mmlu-medical": Task(
+        None, "mmlu (not bundled)", bl.load_mmlu, benchmarks.predict, benchmarks.score_subjects,
+        {"mmlu": Protocol(_LETTER.format(letters="' A'-' D' (leading space)"), _SUBJECTS + " (MMLU's official "
+                          "average is `accuracy`, over all questions)", "mmlu_medical.{}")}, ("mmlu",),
+        benchmarks.PROMPTS["mmlu"], shots_allowed=True),
+    **{name: Task(
+        None, f"{name} (not bundled)", load, benchmarks.predict, benchmarks.score_subjects,
+        {"qilin-mc": Protocol(_LETTER.format(letters="of the options"), "accuracy (qilin's own prompt: the benchmark "
+                              "ships no language-model prompt)", f"{name.replace('-', '_')}.{{}}")}, ("qilin-mc",),
+        benchmarks.PROMPTS["qilin-mc"])
+       for name, load in (("medqa-mcmle", bl.load_medqa), ("medqa-usmle", bl.load_medqa), ("medmcqa", bl.load_medmcqa))},
 }
 
 
@@ -232,7 +264,8 @@ def check_tasks(tasks: list[str], cfg: EvalConfig) -> None:
     if not isinstance(cfg.ner_shots, int) or cfg.ner_shots < 0:
         raise QilinError(f"eval ner_shots {cfg.ner_shots!r}: must be a whole number >= 0")
     if cfg.shots and not any(TASKS[t].shots_allowed for t in tasks):
-        raise QilinError(f"shots {cfg.shots}: only cmmlu-medical takes shots (the others are zero-shot)")
+        raise QilinError(f"shots {cfg.shots}: only " + ", ".join(t for t in TASKS if TASKS[t].shots_allowed)
+                         + " take shots (the others are zero-shot)")
     for name in ("batch_size", "ppl_max_length", "rag_k"):
         if getattr(cfg, name) < 1:
             raise QilinError(f"eval {name} {getattr(cfg, name)}: must be positive")
@@ -247,7 +280,8 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
     from qilin.model.runtime import GREEDY
 
     t = TASKS[task]
-    generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob")
+    generates = protocol not in ("logits", "token-nll", "mean", "summed-logprob", "option-logprob", "ceval", "mmlu",
+                                 "qilin-mc")
     if protocol in JUDGES:
         out_judge = {"url": cfg.judge, "model": cfg.judge_model, "temperature": 0, "template": cfg.judge_template}
     shots = cfg.shots if t.shots_allowed else cfg.ner_shots if task == "ner" else 0

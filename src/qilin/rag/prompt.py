@@ -48,7 +48,15 @@ def rag_prompts(index, questions: Sequence[str], k: int = 3, *, queries: Sequenc
         index = Index(index)
     texts, ids = [], []
     for question, query in zip(questions, queries if queries is not None else questions):
-        hits = index.search(query, k, mode)
-        texts.append(rag_text(question, [h["text"] for h in hits], max_chars))
+        text, hits = retrieve(index, question, k, query=query, mode=mode, max_chars=max_chars)
+        texts.append(text)
         ids.append([h["id"] for h in hits])
     return texts, ids
+
+
+def retrieve(index, question: str, k: int = 3, *, query: str | None = None, mode: str = "bm25",
+             max_chars: int = MAX_CHARS) -> tuple[str, list[dict]]:
+    """(the question with its top-k passages, those passages as `Index.search` returns them: id,
+    text, source, score, rank); passage n of the list is marker [n] of the text."""
+    hits = index.search(question if query is None else query, k, mode)
+    return rag_text(question, [h["text"] for h in hits], max_chars), hits
