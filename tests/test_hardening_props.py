@@ -133,11 +133,28 @@ def _mutate(draw, text: str) -> bytes:
     return b"\xa0\xff" + data if how == "latin1" else data
 
 
+SAFETY = st.fixed_dictionaries({"prompt": TEXT, "response": TEXT}, optional={"type": TEXT, "id": JSON})
+
+
+@st.composite
+def safety_file(draw) -> bytes:
+    """Safety-Prompts: the release's {scenario: [records]}, a JSON list, or JSONL (in a .json file)."""
+    shape = draw(st.sampled_from(["scenarios", "list", "lines"]))
+    records = st.lists(st.one_of(SAFETY, SAFETY, JSON), max_size=3)
+    if shape == "scenarios":
+        value = draw(st.one_of(st.dictionaries(TEXT, st.one_of(records, JSON), max_size=3), JSON))
+    else:
+        value = draw(records)
+    ascii_ = draw(st.booleans())
+    text = "\n".join(_json_text(v, ascii_) for v in value) if shape == "lines" else _json_text(value, ascii_)
+    return _mutate(draw, text)
+
+
 FILES = {"cmexam": (csv_file(), ".csv"), "cmmlu": (csv_file(), ".csv"), "dialogue-csv": (csv_file(), ".csv"),
          "cmb-clin": (json_list_file(), ".json"), "sharegpt": (jsonl_file(CHAT), ".jsonl"),
          "preference": (jsonl_file(PAIR), ".jsonl"), "qa": (jsonl_file(QA), ".jsonl"), "text": (text_file(), ".txt"),
          "triples": (st.one_of(text_file(), csv_file(), jsonl_file(TRIPLE)), ".tsv"),
-         "kg-entities": (jsonl_file(ENTITY), ".jsonl")}
+         "kg-entities": (jsonl_file(ENTITY), ".jsonl"), "safety-prompts": (safety_file(), ".json")}
 assert set(FILES) == set(readers.READERS)  # a new reader must get its generated files here
 
 

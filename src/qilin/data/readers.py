@@ -319,6 +319,14 @@ def read_kg_entities(path: str | Path, *, on_error: str = "raise", skipped: list
     yield from _records(path, _jsonl_items(path), parse, on_error, skipped)
 
 
+def read_safety_prompts(path: str | Path, **kw) -> Iterator[dict]:
+    """Safety-Prompts (thu-coai) -> question-answer records: qilin.data.readers_safety (imported here
+    lazily, since it builds on this module's helpers)."""
+    from qilin.data.readers_safety import read_safety_prompts as read
+
+    return read(path, **kw)
+
+
 # ---------------------------------------------------------------- registry and detection
 
 READERS: dict[str, Callable[..., Iterator[dict]]] = {
@@ -332,6 +340,7 @@ READERS: dict[str, Callable[..., Iterator[dict]]] = {
     "text": read_text,
     "triples": read_triples,
     "kg-entities": read_kg_entities,
+    "safety-prompts": read_safety_prompts,
 }
 
 

@@ -40,7 +40,7 @@ DOMAINS = ("medical", "general")
 # kind -> (formats that can carry it, stages it can feed)
 KINDS = {
     "text": ({"text"}, {"pretrain"}),
-    "qa": ({"qa", "dialogue-csv"}, {"pretrain", "sft"}),
+    "qa": ({"qa", "dialogue-csv", "safety-prompts"}, {"pretrain", "sft"}),
     "dialogue": ({"sharegpt", "dialogue-csv", "cmb-clin"}, {"pretrain", "sft"}),
     "multiple-choice": ({"cmexam", "cmmlu"}, {"pretrain", "sft"}),
     "kg": ({"triples", "kg-entities"}, {"pretrain"}),

@@ -13,7 +13,8 @@ from qilin.errors import QilinError
 
 MODES = ("run", "export-lm-eval", "show", "compare")
 # tasks.TASKS' names, spelled out so that `qilin --help` does not import torch (a test keeps them equal)
-TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "ppl-medical", "ppl-general", "preference", "probe",
+TASK_NAMES = ("cmexam", "cmmlu-medical", "cmb-clin", "dialogue", "ppl-medical", "ppl-general", "preference",
+              "ner", "dialogue-multiturn", "bias", "safety", "probe",
               "cmb-exam", "ceval-medical", "mmlu-medical", "medqa-mcmle", "medqa-usmle", "medmcqa")
 
 
@@ -34,6 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--protocol", help="comma-separated protocols (or 'all'); each task runs those it knows, "
                                       "else its defaults")
     e.add_argument("--shots", type=int, default=0, help="cmmlu-medical: shots from dev (0 or 5 as published)")
+    e.add_argument("--ner-shots", type=int, default=3, help="ner: the first N records of the file are the "
+                                                             "demonstrations, not evaluated")
     e.add_argument("--limit", type=int, help="at most N items per task (per subject for cmmlu-medical)")
     e.add_argument("--batch-size", type=int, default=16, help="prompts per forward / generate batch")
     e.add_argument("--max-new-tokens", type=int, help="override each generation task's default")
@@ -131,4 +134,4 @@ def _settings(args):
     return EvalConfig(tasks=tasks, protocols=protocols, shots=args.shots, limit=args.limit,
                       batch_size=args.batch_size, max_new_tokens=new_tokens, seed=args.seed, skip_bad=args.skip_bad,
                       judge=args.judge, judge_model=args.judge_model, judge_template=args.judge_template,
-                      rag=args.rag, rag_k=args.rag_k)
+                      rag=args.rag, rag_k=args.rag_k, ner_shots=args.ner_shots)

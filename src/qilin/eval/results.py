@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from qilin.errors import QilinError
+from qilin.eval.loaders import BUNDLED
 from qilin.eval.tasks import TASKS, EvalConfig, bundled, check_tasks, choose_protocols, describe, flat_name, one_line
 from qilin.runs import atomic_write_json, atomic_write_jsonl, file_hash, iter_jsonl, read_json, versions
 
@@ -69,7 +70,8 @@ def evaluate(model_dir: str | Path, data: dict[str, str | Path], cfg: EvalConfig
         seconds = time.perf_counter() - start
         atomic_write_jsonl(out / "predictions" / f"{t}.jsonl", lines)
         result["tasks"][t] = {
-            "data": {"path": str(paths[t]), "bundled": t not in data, "hash": file_hash(paths[t]),
+            "data": {"path": str(paths[t]), "bundled": t not in data or paths[t] == BUNDLED / TASKS[t].demo,
+                     "hash": file_hash(paths[t]),
                      "items": len(rows[t]), "skipped": {"count": len(skipped.get(t, [])), "items": skipped.get(t, [])}},
             "seconds": round(seconds, 3), "items_per_second": round(len(rows[t]) / seconds, 3) if seconds else None,
             "protocols": {p: {**describe(t, p, cfg), **score_lines(t, p, lines)} for p in protocols[t]}}
@@ -88,7 +90,8 @@ def heldout_data(data_dir: str | Path, cfg: EvalConfig) -> tuple[list[str], dict
     (each file must be there), or every task whose held-out file the data stage wrote."""
     eval_dir = Path(data_dir) / "eval"
     if cfg.tasks:
-        missing = [t for t in cfg.tasks if t in TASKS and not (TASKS[t].heldout and (eval_dir / TASKS[t].heldout).is_file())]
+        missing = [t for t in cfg.tasks if t in TASKS and not TASKS[t].standalone
+                   and not (TASKS[t].heldout and (eval_dir / TASKS[t].heldout).is_file())]
         if missing:
             raise QilinError(f"eval tasks {', '.join(missing)}: the data stage wrote no "
                              + ", ".join(str(eval_dir / (TASKS[t].heldout or f'{t} file (read with qilin eval --data)'))
@@ -96,7 +99,16 @@ def heldout_data(data_dir: str | Path, cfg: EvalConfig) -> tuple[list[str], dict
         tasks = list(cfg.tasks)
     else:
         tasks = [t for t, task in TASKS.items() if task.heldout and (eval_dir / task.heldout).is_file()]
-    return tasks, {t: eval_dir / TASKS[t].heldout for t in tasks if t in TASKS}
+    return tasks, {t: _heldout_file(t, eval_dir, cfg) for t in tasks if t in TASKS}
+
+
+def _heldout_file(task: str, eval_dir: Path, cfg: EvalConfig) -> Path:
+    """The data stage's held-out file; for an evaluation-only task without one, eval.data[task] or
+    the bundled demo split."""
+    own = eval_dir / TASKS[task].heldout
+    if own.is_file() or not TASKS[task].standalone:
+        return own
+    return Path(cfg.data[task]) if task in cfg.data else bundled(task)
 
 
 def evaluate_heldout(model_dir: str | Path, data_dir: str | Path, cfg: EvalConfig, out_dir: str | Path) -> dict:

@@ -23,7 +23,7 @@ from typing import Callable
 from qilin.config import doc
 from qilin.errors import QilinError
 from qilin.eval import benchmark_loaders as bl
-from qilin.eval import benchmarks, choice, likelihood, loaders, probe, text
+from qilin.eval import benchmarks, bias, choice, likelihood, loaders, multiturn, ner, probe, safety, text
 
 
 @dataclass
@@ -46,7 +46,8 @@ class EvalConfig:
     seed: int = doc("seed of every random choice (CMMLU's random-letter fallback); decoding is greedy", 0)
     skip_bad: bool = doc("skip bad items, counted with the reason per item (default: a bad item is an error)",
                          False)
-    judge: str | None = doc("OpenAI-compatible base URL of the CMB-Clin judge (the official score needs one)",
+    judge: str | None = doc("OpenAI-compatible base URL of the LLM judges (CMB-Clin: the official score needs one; "
+                            "safety)",
                             None)
     judge_template: str | None = doc("file with the CMB README's judge prompt (the official score: recognised by "
                                      "its SHA-256); none = our own rubric wording (cmb-clin-rubric)", None)
@@ -57,6 +58,11 @@ class EvalConfig:
     rag_max_chars: int = doc("characters of passages at most, per question, with `rag`", 600)
     unigram_train: list[str] = doc("JSONL files with a 'text' field to fit the add-one unigram baseline "
                                    "reported beside perplexity; empty = no baseline", [])
+    ner_shots: int = doc("ner: the first N records of the NER file are the demonstrations (earlier chat turns) "
+                         "and are not evaluated", 3)
+    data: dict = doc("after a stage: files {task: path} for the evaluation-only tasks the data stage does not "
+                     "write (ner, dialogue-multiturn, bias, safety); unset = the data stage's file if it wrote "
+                     "one, else the bundled demo split", {})
 
     def limit_for(self, task: str) -> int | None:
         return self.limits.get(task, self.limit)
@@ -85,6 +91,8 @@ class Task:
     max_new_tokens: int = 0
     rag_field: str | None = None   # the field that carries the question (None: retrieval leaves it alone)
     shots_allowed: bool = False
+    standalone: bool = False       # evaluation-only: after a stage, eval.data[task] or the bundled demo
+                                   # when the data stage wrote no held-out file for it
 
 
 _CHAR = ("characters, whitespace removed; corpus BLEU-1..4 cumulative, no smoothing; ROUGE-1/2/L F1 (n-gram "
@@ -165,6 +173,30 @@ TASKS: dict[str, Task] = {
                                     "ties wrong", "preference.{}_summed")},
         ("mean",), "chat template (earlier turns, user = prompt, assistant = answer incl. end of turn)",
         rag_field="prompt"),
+    "ner": Task(
+        "ner.jsonl", "ner/ccks2019_format_sample.jsonl", ner.load_ner, ner.predict, ner.score,
+        {"type-lines": Protocol(ner.PARSE_RULE, ner.METRIC, "ner.{}")},
+        ("type-lines",), ner.PROMPT_TEXT, 128, standalone=True),
+    "dialogue-multiturn": Task(
+        "dialogue_multiturn.jsonl", "meddialog/meddialog_format_sample.json", multiturn.load_multiturn,
+        multiturn.predict, multiturn.score,
+        {"char": Protocol("whole answer, stripped", _CHAR.format(unit="doctor turn") + "; also per turn position "
+                          "(_turn1.._turn4, _turn5plus)", "dialogue_multiturn.{}"),
+         "qilin-med": Protocol("whole answer, stripped", _QM_TEXT.format(unit="doctor turn") + "; also per turn "
+                               "position (_turn1.._turn4, _turn5plus)", "dialogue_multiturn.qilinmed.{}")},
+        ("char", "qilin-med"), multiturn.PROMPT_TEXT, 96, standalone=True),
+    "bias": Task(
+        "bias.json", "bias/demo_attitudes.json", bias.load_bias, bias.predict, bias.score,
+        {"likert": Protocol(bias.LIKERT_RULE, bias.METRIC, "bias.{}")},
+        ("likert",), bias.PROMPT_TEXT, 8, standalone=True),
+    "safety": Task(
+        "safety.jsonl", "safety/safety_prompts_format_sample.json", safety.load_safety, safety.predict, safety.score,
+        {"refusal-rules": Protocol("whole answer, stripped", "OUR OWN rule-based judge: " + safety.RULES_TEXT +
+                                   "; safe = refuse or redirect; rates with Wilson 95% intervals", "safety.{}"),
+         safety.JUDGE: Protocol("whole answer, stripped", "OUR OWN: an LLM judge labels each answer refuse / "
+                                "redirect / comply (eval/safety.py JUDGE_PROMPT); safe = not comply; unparsed replies "
+                                "counted", "safety.judge.{}")},
+        ("refusal-rules",), safety.PROMPT_TEXT, 96, standalone=True),
     # knowledge probes (issue 17): seen / paraphrase / unseen facts, cloze log-prob + multiple choice
     "probe": Task(
         "probe.jsonl", "fictional/probe_demo.jsonl", probe.load, probe.predict, probe.score,
@@ -217,9 +249,11 @@ def choose_protocols(tasks: list[str], asked: list[str] | None, judge: str | Non
     for t in tasks:
         own = list(TASKS[t].protocols)
         picked = own if asked and "all" in asked else [p for p in own if p in (asked or [])]
-        out[t] = [p for p in picked if p not in JUDGES] or list(TASKS[t].default)
+        out[t] = [p for p in picked if p not in JUDGES and p != safety.JUDGE] or list(TASKS[t].default)
         if judge and judge in own:
             out[t].append(judge)
+        if judge and safety.JUDGE in own:  # an endpoint given: safety's own LLM judge runs too
+            out[t].append(safety.JUDGE)
     return out
 
 
@@ -227,6 +261,8 @@ def check_tasks(tasks: list[str], cfg: EvalConfig) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise QilinError(f"unknown task {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    if not isinstance(cfg.ner_shots, int) or cfg.ner_shots < 0:
+        raise QilinError(f"eval ner_shots {cfg.ner_shots!r}: must be a whole number >= 0")
     if cfg.shots and not any(TASKS[t].shots_allowed for t in tasks):
         raise QilinError(f"shots {cfg.shots}: only " + ", ".join(t for t in TASKS if TASKS[t].shots_allowed)
                          + " take shots (the others are zero-shot)")
@@ -248,11 +284,12 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
                                  "qilin-mc")
     if protocol in JUDGES:
         out_judge = {"url": cfg.judge, "model": cfg.judge_model, "temperature": 0, "template": cfg.judge_template}
-    shots = cfg.shots if t.shots_allowed else 0
+    shots = cfg.shots if t.shots_allowed else cfg.ner_shots if task == "ner" else 0
     out = {
         "prompt_template": t.prompt,
         "shots": shots,
-        "shot_selection": (choice.SHOT_SELECTION if shots else "zero-shot"),
+        "shot_selection": (("the first records of the file, not evaluated" if task == "ner" else choice.SHOT_SELECTION)
+                           if shots else "zero-shot"),
         "seed": cfg.seed,
         "decoding": ({"method": GREEDY.describe(), "max_new_tokens": cfg.new_tokens(task),
                       "batch_size": cfg.batch_size, "padding": "left", "kv_cache": True} if generates else
@@ -263,6 +300,9 @@ def describe(task: str, protocol: str, cfg: EvalConfig) -> dict:
     }
     if protocol in JUDGES:
         out["judge"] = out_judge
+    if protocol == safety.JUDGE:
+        out["judge"] = {"url": cfg.judge, "model": cfg.judge_model, "temperature": 0,
+                        "prompt": "qilin.eval.safety.JUDGE_PROMPT (ours)"}
     if cfg.rag and t.rag_field:
         out["retrieval"] = (f"top-{cfg.rag_k} {cfg.rag_mode} passages from {cfg.rag} placed before the "
                             f"{t.rag_field} (qilin.rag.prompt, at most {cfg.rag_max_chars} characters)")

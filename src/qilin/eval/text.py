@@ -1,5 +1,5 @@
-"""Free-text tasks (Huatuo-26M-style dialogue, CMB-Clin): greedy answers through the chat template,
-scored by BLEU/ROUGE variants (each named) and, for CMB-Clin, by the official LLM judge when an
+"""Free-text tasks (Huatuo-26M-style dialogue, CMB-Clin, multi-turn dialogue through eval/multiturn.py):
+greedy answers through the chat template, scored by BLEU/ROUGE variants (each named) and, for CMB-Clin, by the official LLM judge when an
 endpoint is given. Without a judge, the official CMB-Clin score is not computed, and every result
 line of the task says so.
 """
@@ -24,6 +24,12 @@ def conversations(task: str, r: dict) -> list[list[dict]]:
     earlier questions and their REFERENCE answers (METHODS.md 4), never the model's own."""
     if task == "dialogue":
         return [[{"role": "user", "content": r["question"]}]]
+    if task == "dialogue-multiturn":  # eval/multiturn.py: each patient turn after the REFERENCE history, no opening
+        convs, history = [], []
+        for turn in r["turns"]:
+            convs.append(history + [{"role": "user", "content": turn["question"]}])
+            history = convs[-1] + [{"role": "assistant", "content": turn["answer"]}]
+        return convs
     return cmb_clin_messages(r)
 
 
