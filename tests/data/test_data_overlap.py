@@ -49,14 +49,15 @@ def test_boilerplate_in_many_training_texts_is_ignored():
     assert not any(overlap.check(texts, index, max_train_docs=10))
 
 
-def test_speed_20k_texts_against_1k_items():
+def test_20k_random_texts_against_1k_items_flag_nothing():
+    """Scale check by behaviour (speed is benchmarks/bench_data.py's business): 20,000 unrelated texts
+    against 1,000 items finish and flag none."""
     rng = random.Random(0)
     doc = lambda k: "".join(chr(rng.randrange(0x4E00, 0x4E00 + 3000)) for _ in range(k))  # noqa: E731
     index = overlap.build_index(("cmexam", str(i), doc(120)) for i in range(1000))
     texts = [doc(250) for _ in range(20000)]
-    start = time.perf_counter()
-    overlap.check(texts, index, max_train_docs=10)
-    assert time.perf_counter() - start < 10
+    flagged = overlap.check(texts, index, max_train_docs=10)
+    assert not any(flagged)
 
 
 def test_an_item_copied_into_many_texts_is_found_however_often():

@@ -17,6 +17,7 @@ from pathlib import Path
 from qilin.errors import QilinError
 from qilin.report.expectations import expectations
 from qilin.report.folders import Fragment, RunInfo, collect
+from qilin.report.bias import bias
 from qilin.report.html import page
 from qilin.report.onestage import onestage
 from qilin.report.plots import plots
@@ -32,11 +33,11 @@ from qilin.report.unify import unify
 from qilin.runs import atomic_write_text
 
 SECTIONS: dict[str, Callable[[RunInfo], Fragment]] = {
-    "table": table, "expectations": expectations, "knowledge": knowledge, "retrieval": retrieval, "rag_training": rag_training,
+    "table": table, "expectations": expectations, "knowledge": knowledge, "bias": bias, "retrieval": retrieval, "rag_training": rag_training,
     "unify": unify, "onestage": onestage, "reward": reward, "rejection": rejection, "references": references,
     "protocols": protocols, "published": published, "training": training, "data": data,
 }
-CORE = ("table", "expectations", "knowledge", "references", "protocols", "published", "training", "data")
+CORE = ("table", "expectations", "knowledge", "bias", "references", "protocols", "published", "training", "data")
 
 
 def write_report(run_dir: Path) -> Path:
