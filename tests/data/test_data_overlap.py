@@ -1,7 +1,6 @@
 """Character n-gram contamination check: finds planted copies, leaves clean text alone."""
 
 import random
-import time
 
 from qilin.data import overlap
 
