@@ -108,6 +108,15 @@ _CMB_EXTRACTION = ("CMB match_choice: the letters A-G after 答案/正确选项+
 _CMB_METRIC = ("CMB score.py: exact match; accuracy per (exam_type, exam_class), exam_type = mean of its classes, "
                "overall = mean of the exam_type scores")
 
+def _perplexity(where: str, heldout: str, demo: str, prompt: str) -> Task:
+    """A perplexity task: the medical and the general one differ only in their files and names."""
+    return Task(heldout, demo, loaders.load_text, likelihood.predict_ppl, likelihood.score_ppl,
+                {"token-nll": Protocol("-", "perplexity = exp(token-weighted mean NLL); every token after a text's "
+                                       "first, no EOS; beside it the add-one unigram baseline when fit",
+                                       f"ppl.{where}{{}}")},
+                ("token-nll",), prompt)
+
+
 TASKS: dict[str, Task] = {
     "cmexam": Task(
         "cmexam.jsonl", "cmexam/val.csv", loaders.load_cmexam, choice.predict, choice.score_cmexam,
@@ -151,18 +160,10 @@ TASKS: dict[str, Task] = {
         {"char": Protocol("whole answer, stripped", _CHAR.format(unit="example"), "dialogue.{}"),
          "qilin-med": Protocol("whole answer, stripped", _QM_TEXT.format(unit="example"), "dialogue.qilinmed.{}")},
         ("char", "qilin-med"), "chat template, user = question, zero-shot", 128, "question"),
-    "ppl-medical": Task(
-        "medical.jsonl", "medicalgpt_samples/infectious_disease_textbook.txt", loaders.load_text,
-        likelihood.predict_ppl, likelihood.score_ppl,
-        {"token-nll": Protocol("-", "perplexity = exp(token-weighted mean NLL); every token after a text's first, "
-                               "no EOS; beside it the add-one unigram baseline when fit", "ppl.medical{}")},
-        ("token-nll",), "the raw text, one item per non-empty line (or JSONL 'text')"),
-    "ppl-general": Task(
-        "general.jsonl", "medicalgpt_samples/general_dpo_zh_500.jsonl", loaders.load_text,
-        likelihood.predict_ppl, likelihood.score_ppl,
-        {"token-nll": Protocol("-", "perplexity = exp(token-weighted mean NLL); every token after a text's first, "
-                               "no EOS; beside it the add-one unigram baseline when fit", "ppl.general{}")},
-        ("token-nll",), "the raw text (JSONL 'text', or prompt + chosen answer of a preference file)"),
+    "ppl-medical": _perplexity("medical", "medical.jsonl", "medicalgpt_samples/infectious_disease_textbook.txt",
+                               "the raw text, one item per non-empty line (or JSONL 'text')"),
+    "ppl-general": _perplexity("general", "general.jsonl", "medicalgpt_samples/general_dpo_zh_500.jsonl",
+                               "the raw text (JSONL 'text', or prompt + chosen answer of a preference file)"),
     "preference": Task(
         "preference.jsonl", "medicalgpt_samples/medical_reward_pairs_100.jsonl", loaders.load_preference,
         likelihood.predict_preference, likelihood.score_preference,
