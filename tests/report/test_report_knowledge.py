@@ -53,3 +53,15 @@ def test_no_injection_when_intervals_overlap_or_control_moves_too(tmp_path):
 def test_no_probe_task_no_section(tmp_path):
     tmp_path.joinpath("recipe.json").write_text(json.dumps({"name": "t", "steps": [["base", "01-base", "base"]]}))
     assert knowledge_section(tmp_path) == ("", [])
+
+
+def test_whole_report_of_a_run_that_evaluates_probes_only(tmp_path):
+    """No metric of the stage table's columns (a recipe with `eval: {tasks: [probe]}`): the report has no
+    metrics-by-stage plot, and is written, with its knowledge section, instead of failing on an empty grid."""
+    from qilin.report import write_report
+
+    run = _run(tmp_path, [("base", (0.25, 0.18, 0.33), (0.26, 0.19, 0.34)),
+                          ("cpt", (0.60, 0.51, 0.68), (0.28, 0.21, 0.36))])
+    md = (write_report(run) / "report.md").read_text(encoding="utf-8")
+    assert "## Knowledge injected" in md and "**CPT injected facts**" in md
+    assert not (run / "plots" / "metrics_by_stage.png").exists()

@@ -31,7 +31,7 @@ def plots(info: RunInfo) -> Fragment:
     matplotlib.use("Agg")  # files only, no display
     out = {}
     rows = model_rows(info)
-    if rows:
+    if any(k in s.eval["metrics"] for s in rows for k in COLUMNS):  # e.g. a recipe that evaluates probes only
         out["metrics by stage"] = metrics_by_stage(info, rows)
     histories = [s for s in info.steps if s.history]
     if histories:
