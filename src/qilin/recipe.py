@@ -77,7 +77,8 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
     base_run = RunFolder(out / "01-base")
     train_dir = data_run.path / "train"
     base_defaults = {"pretrain_data": train_dir / "pretrain_general.jsonl",
-                     "corpus": [train_dir / f for f in ("pretrain_general.jsonl", "cpt.jsonl", "sft.jsonl")]}
+                     "corpus": [train_dir / f for f in ("pretrain_general.jsonl", "cpt.jsonl", "sft.jsonl")],
+                     "corpus_skip_sources": _optional_sources(data_cfg)}
     base_cfg = qconfig.build(base.Config, _seeded(qconfig.merge(base_defaults, recipe.base), recipe.seed)
                              | {"out": base_run.path}, "base")
     steps.append(("base", base_run, base_cfg))
@@ -140,6 +141,17 @@ def _rag_training(recipe: Recipe, value: object, rag_folder: Path, where: str) -
                              "built over the CPT corpus) or give `index:`")
         value = {**value, "index": rag_folder / "index"}
     return value
+
+
+def _optional_sources(data_cfg) -> list[str]:
+    """The sources of the optional groups the data stage includes (the demo's fictional facts): not part
+    of what a base model's tokenizer is trained on."""
+    from qilin.data import prepare
+
+    if not data_cfg.include:
+        return []
+    spec, _ = prepare.recipe_spec(data_cfg, Path(data_cfg.data_dir or prepare.default_data_dir()))
+    return sorted(s.name for s in spec.sources if s.group)
 
 
 def _rag_step(recipe: Recipe, folder: Path, data_dir: Path, last: Path, models: dict[str, Path],

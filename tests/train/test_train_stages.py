@@ -1,6 +1,7 @@
 """Each stage end to end on the micro model: run folder, metrics, manifest, and that it learns."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,24 @@ def test_saving_through_the_trainer_gives_the_same_merged_model(tmp_path, micro_
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
     assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"],
                            load_model(micro_model_dir)[0].state_dict()["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_the_tokenizer_is_not_trained_on_the_skipped_sources(tmp_path):
+    """The demo's fictional facts stay out of the tokenizer's training text (a real model's tokenizer never
+    saw the invented names), while the rest of the same file is used; the recipe fills in exactly the
+    sources of the optional groups its data stage includes."""
+    from qilin.recipe import load_recipe, plan
+
+    corpus = tmp_path / "cpt.jsonl"
+    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"text": "默维热的病原体是莫霁杆菌。", "source": "fictional-a"},
+        {"text": "流行性感冒的病原体是流感病毒。", "source": "kg"},
+        {"messages": [{"role": "user", "content": "问"}, {"role": "assistant", "content": "答"}]}]) + "\n",
+        encoding="utf-8")
+    assert list(base._corpus_texts([corpus], {"fictional-a"})) == ["流行性感冒的病原体是流感病毒。", "问", "答"]
+    assert len(list(base._corpus_texts([corpus]))) == 4
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    demo = plan(load_recipe(root / "qilin-med.yaml", [f"out={tmp_path / 'a'}"]))[1][2]
+    assert demo.corpus_skip_sources == ["fictional-a", "fictional-b", "fictional-c"]
+    other = plan(load_recipe(root / "chimed-gpt.yaml", [f"out={tmp_path / 'b'}"]))[1][2]
+    assert other.corpus_skip_sources == []
