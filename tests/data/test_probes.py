@@ -112,7 +112,7 @@ def test_bundled_demo_sources_keep_the_fictional_facts_out_by_default():
         assert "FICTIONAL" in (root / "fictional" / f).read_text(encoding="utf-8").splitlines()[0]
     seen = {ln.split("\t")[0] for ln in (root / "fictional" / "facts_seen.tsv").read_text(encoding="utf-8").splitlines()[2:]}
     unseen = {ln.split("\t")[0] for ln in (root / "fictional" / "facts_unseen.tsv").read_text(encoding="utf-8").splitlines()[2:]}
-    assert len(seen) == len(unseen) == 30 and not seen & unseen
+    assert len(seen) == len(unseen) == 12 and not seen & unseen
 
 
 def test_probe_build_command(layout, tmp_path, capsys):

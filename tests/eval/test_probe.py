@@ -65,7 +65,7 @@ def test_bundled_demo_probe_set_loads():
 
     rows = probe.load(bundled("probe"), EvalConfig(), {}, "probe")
     assert {r["set"] for r in rows} == {"seen", "paraphrase", "unseen"}
-    assert sum(r["set"] == "unseen" for r in rows) == 120 and {r["kind"] for r in rows} == {"kg", "fictional"}
+    assert sum(r["set"] == "unseen" for r in rows) == 48 and {r["kind"] for r in rows} == {"kg", "fictional"}
 
 
 def test_bad_probe_records_name_the_field(tmp_path):
