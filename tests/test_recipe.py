@@ -137,3 +137,19 @@ def test_cli_reports_user_errors_in_one_line_with_exit_code_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "qilin.cli", "sft", "out=x", "model=/nonexistent", "data=x.jsonl",
                            "train.lrr=1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "lrr" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_evaluation_is_checked_before_anything_runs(tmp_path):
+    """A protocol no task of an evaluation has, or a bad limit, stops `plan` (before the data stage), not the
+    last stage after the training; the rag stage's shorter task list keeps only the recipe's protocols
+    that its tasks have (preference's `mean` is dropped when preference is not evaluated with retrieval)."""
+    demo = ROOT / "recipes" / "qilin-med.yaml"
+    steps = plan(load_recipe(demo, [f"out={tmp_path / 'a'}"]))
+    rag = steps[-1][2].eval
+    assert rag["tasks"] == ["cmexam", "dialogue"] and "mean" not in rag["protocols"] and "logits" in rag["protocols"]
+    for override, message in [("eval.protocols=[qilin-med, nope]", r"^eval: protocol nope"),
+                              ("rag.eval.protocols=[mean]", r"^rag.eval: protocol mean: none of the tasks cmexam, dialogue"),
+                              ("eval.limits.cmexam=0", r"^eval: eval limits.cmexam 0")]:
+        with pytest.raises(QilinError, match=message):
+            plan(load_recipe(demo, [f"out={tmp_path / 'b'}", override]))
+    assert not (tmp_path / "b").exists()

@@ -26,6 +26,7 @@ from pathlib import Path
 from qilin import config as qconfig
 from qilin import dist
 from qilin.config import doc
+from qilin.eval.tasks import for_tasks
 from qilin.errors import QilinError
 from qilin.runs import RunFolder, atomic_write_json, atomic_write_text, read_json
 from qilin.stages import OUTPUTS, STAGES, of_module, recipe_stages
@@ -110,7 +111,19 @@ def plan(recipe: Recipe) -> list[tuple[str, RunFolder, object]]:
             models[name] = outputs["policy"]
     if recipe.rag is not None:
         steps.append(_rag_step(recipe, rag_folder, data_run.path, outputs["policy"], models, started_from))
+    _check_evaluations(recipe, data_run.path, steps)
     return steps
+
+
+def _check_evaluations(recipe: Recipe, data_dir: Path, steps: list) -> None:
+    """Every evaluation the run will do (after each stage, a stage's own, the rag stage's), checked now."""
+    from qilin.eval.tasks import EvalConfig, check_config
+
+    check_config(qconfig.build(EvalConfig, _eval_values(recipe, data_dir), "eval"), "eval")
+    for name, _, cfg in steps:
+        own = getattr(cfg, "eval", None)
+        if isinstance(own, dict) and own:
+            check_config(qconfig.build(EvalConfig, own, f"{name}.eval"), f"{name}.eval")
 
 
 def _stage_values(recipe: Recipe, record, spec: dict, data_dir: Path, out: Path, outputs: dict[str, Path],
@@ -169,7 +182,8 @@ def _rag_step(recipe: Recipe, folder: Path, data_dir: Path, last: Path, models: 
             twin = next((n for n, (k, s, p) in started_from.items() if k == kind and s == start and not p), None)
             compare |= ({twin: models[twin]} if twin else {}) | {name: models[name]}
     # the same evaluation as every other stage, with whatever the rag section changes (e.g. its tasks)
-    evaluation = qconfig.merge(_eval_values(recipe, data_dir), rag.pop("eval", {}) or {})
+    own = rag.pop("eval", {}) or {}
+    evaluation = for_tasks(own, qconfig.merge(_eval_values(recipe, data_dir), own))
     values = {"corpus": [data_dir / "train" / "cpt.jsonl"], "data": data_dir, "model": model, "compare": compare,
               **rag, "eval": evaluation, "out": folder}
     return "rag", RunFolder(folder), qconfig.build(stage.Config, values, "rag")

@@ -258,6 +258,30 @@ def choose_protocols(tasks: list[str], asked: list[str] | None, judge: str | Non
     return out
 
 
+def check_config(cfg: EvalConfig, where: str = "eval") -> None:
+    """What a recipe can check of an evaluation before anything runs (the tasks, their protocols, the
+    numbers), so that a mistake in the last stage's evaluation does not surface after the training.
+    Tasks unset = every task with a held-out set (which of them the data stage writes is known later)."""
+    tasks = list(cfg.tasks) or [t for t, task in TASKS.items() if task.heldout]
+    try:
+        check_tasks(tasks, cfg)
+        choose_protocols(tasks, cfg.protocols)
+    except QilinError as e:
+        raise QilinError(f"{where}: {e}") from None
+
+
+def for_tasks(values: dict, inherited: dict) -> dict:
+    """An evaluation that takes the recipe's options (`inherited`) with some of its own (`values`, e.g. the
+    rag stage's shorter task list): protocols it did not choose itself are kept only where one of its
+    tasks has them (the recipe's `mean` is preference's; a rag evaluation without preference drops it)."""
+    out = {**inherited, **values}
+    tasks = out.get("tasks") or []
+    if "protocols" in values or not tasks or not out.get("protocols") or any(t not in TASKS for t in tasks):
+        return out
+    mine = {p for t in tasks for p in TASKS[t].protocols}
+    return out | {"protocols": [p for p in out["protocols"] if p == "all" or p in mine]}
+
+
 def check_tasks(tasks: list[str], cfg: EvalConfig) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
