@@ -95,16 +95,46 @@ def test_rerun_skips_complete_stages(micro_run):
 
 
 def test_an_unfinished_stage_is_redone_to_the_same_result(micro_run, tmp_path):
-    """A run that died after the SFT stage redoes DPO and its evaluation, with the same numbers."""
+    """A run that died after the SFT stage (DPO's folder half written, nothing after it finished; the rag
+    stage's index, built before rag-sft, kept) redoes DPO and what follows, with the same numbers."""
     import shutil
 
     copy = tmp_path / "micro"
     shutil.copytree(micro_run, copy)
-    for name in ("manifest.json", "model", "eval", "metrics.json"):
-        target = copy / "04-dpo" / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for folder, names in [("04-dpo", ("manifest.json", "model", "eval", "metrics.json")),
+                          ("05-rag-sft", ("manifest.json", "model", "eval")), ("06-rag", ("manifest.json", "eval"))]:
+        for name in names:
+            target = copy / folder / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
     run_recipe(micro_recipe(copy))
     assert read_json(copy / "summary.json") == read_json(micro_run / "summary.json")
+
+
+def test_a_stale_complete_stage_is_refused_not_skipped(micro_run, tmp_path):
+    """A re-run skips complete stages, so one that no longer matches the recipe is refused before anything
+    runs, naming the folder and why: a changed setting, a changed input file, or an input from an earlier
+    stage deleted to be redone. Nothing is deleted."""
+    import shutil
+
+    from qilin.recipe import check_reuse
+
+    copy = tmp_path / "micro"
+    shutil.copytree(micro_run, copy)
+    changed = micro_recipe(copy)
+    changed.stages[1]["train"]["lr"] = 5e-4
+    with pytest.raises(QilinError, match=r"03-sft: complete, but its config differs .*train.lr: 0.001 -> 0.0005"):
+        run_recipe(changed)
+    sft_data = copy / "00-data" / "train" / "sft.jsonl"
+    sft_data.write_text(sft_data.read_text(encoding="utf-8") + sft_data.read_text(encoding="utf-8").splitlines()[0]
+                        + "\n", encoding="utf-8")
+    # the first stage that read it: the base stage's tokenizer corpus includes the SFT conversations
+    with pytest.raises(QilinError, match=r"01-base: complete, but its input corpus.2 .*sft.jsonl\) changed since it ran"):
+        check_reuse(plan(micro_recipe(copy)))
+    shutil.copy(micro_run / "00-data" / "train" / "sft.jsonl", sft_data)
+    (copy / "02-cpt" / "manifest.json").unlink()
+    with pytest.raises(QilinError, match=r"03-sft: complete, but its input model comes from .*02-cpt, which is not"):
+        check_reuse(plan(micro_recipe(copy)))
+    assert (copy / "03-sft" / "manifest.json").is_file() and (copy / "02-cpt" / "model").is_dir()
 
 
 def test_typos_in_a_recipe_fail_before_anything_runs(tmp_path):

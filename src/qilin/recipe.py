@@ -28,7 +28,7 @@ from qilin import dist
 from qilin.config import doc
 from qilin.eval.tasks import for_tasks
 from qilin.errors import QilinError
-from qilin.runs import RunFolder, atomic_write_json, atomic_write_text, read_json
+from qilin.runs import RunFolder, atomic_write_json, atomic_write_text, file_hash, read_json
 from qilin.stages import OUTPUTS, STAGES, of_module, recipe_stages
 
 log = logging.getLogger("qilin")
@@ -207,6 +207,7 @@ def run_recipe(recipe: Recipe, force: bool = False) -> Path:
     check_fits(recipe, force=force)
     out = Path(recipe.out)
     steps = plan(recipe)
+    check_reuse(steps)
     data_dir = steps[0][1].path
     eval_cfg = qconfig.build(EvalConfig, _eval_values(recipe, data_dir), "eval")
     dist.setup()
@@ -232,6 +233,79 @@ def run_recipe(recipe: Recipe, force: bool = False) -> Path:
         log.info("report: %s", out / "report.md")
     log.info("peak memory: %.0f MB", _peak_rss_mb())
     return out
+
+
+def check_reuse(steps: list[tuple[str, RunFolder, object]]) -> None:
+    """A complete stage is skipped on a re-run, so it must still be the stage the recipe asks for: refuse
+    (before anything runs, nothing deleted) a complete stage whose config differs from the recipe's now,
+    whose input files (the user's data, below 256 MB) changed since, or whose inputs lie in an earlier
+    stage that is no longer complete (deleted to be redone: what came from it is stale too)."""
+    incomplete: list[Path] = []
+    for name, run, cfg in steps:
+        if not run.is_complete():
+            incomplete.append(run.path)
+            continue
+        why = _config_change(run, cfg) or _input_change(run, incomplete)
+        if why:
+            raise QilinError(f"{run.path}: complete, but {why}; a re-run would skip it and report its old results. "
+                             f"Move or delete {run.path} and the stages after it to redo them, or run into a new "
+                             f"folder (out=...)")
+
+
+def _config_change(run: RunFolder, cfg: object) -> str | None:
+    """The settings that differ between the stage's config.yaml and the recipe's config now; a setting the
+    recipe leaves unset (null) is one the stage resolved when it ran (e.g. the bundled data folder)."""
+    import yaml
+
+    saved = run.path / "config.yaml"
+    if not saved.is_file():
+        return None
+    old, new = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}), _flat(qconfig.to_dict(cfg))
+    moved = _mover(run, old.get("out"))
+    old = {k: [moved(x) for x in v] if isinstance(v, list) else moved(v) for k, v in old.items()}
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if v is not None and old.get(k) != v]
+    return f"its config differs from the recipe's now ({'; '.join(changed[:4])})" if changed else None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = str(v) if isinstance(v, Path) else v
+    return out
+
+
+def _mover(run: RunFolder, saved_out):
+    """Paths of a run folder that was moved or copied since (its config's `out` is not where it is now):
+    the old recipe folder's paths, mapped to the new one."""
+    if not saved_out or Path(saved_out) == run.path:
+        return lambda v: v
+    old_root, new_root = str(Path(saved_out).parent), str(run.path.parent)
+    return lambda v: new_root + v[len(old_root):] if isinstance(v, str) and v.startswith(old_root) else v
+
+
+def _input_change(run: RunFolder, incomplete: list[Path]) -> str | None:
+    import yaml
+
+    inputs = read_json(run.path / "manifest.json").get("inputs") or {}
+    saved = run.path / "config.yaml"
+    moved = _mover(run, (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("out") if saved.is_file() else None)
+    for key, value in inputs.items():
+        if not value or not value.get("path"):
+            continue
+        path = Path(moved(value["path"]))
+        parent = next((p for p in incomplete if path == p or p in path.parents), None)
+        if parent is not None:
+            return f"its input {key} comes from {parent}, which is not complete (being redone)"
+        if path.exists() and value.get("hash") and _size(path) < 256 << 20 and file_hash(path) != value["hash"]:
+            return f"its input {key} ({path}) changed since it ran"
+    return None
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _write_recipe(recipe: Recipe, steps: list[tuple[str, RunFolder, object]]) -> None:
