@@ -159,13 +159,36 @@ _PII_HINT = re.compile(r"[0-9]{3}[ -]?[0-9]{2}|@|[Qq][Qq]|微信|[Ww]e[Cc]hat|we
                        r"患者|病人|患儿|病患")
 
 
+# One gate per pattern of _PII, in the same order: something every match of that pattern contains, checked
+# on the text as it is when that pattern's turn comes. A pattern whose gate fails cannot match, so skipping
+# it changes nothing; it saves running all twelve patterns over every text that passed _PII_HINT (the
+# builder spent a fifth of its time in these substitutions on the 1 GB benchmark).
+_DIGITS = {n: re.compile(f"[0-9]{{{n}}}") for n in (3, 4, 15, 17)}
+_PII_GATES = [
+    lambda t: "@" in t,                                             # email
+    lambda t: _DIGITS[17].search(t) is not None,                    # 18-digit id: 17 digits + check character
+    lambda t: _DIGITS[15].search(t) is not None,                    # 15-digit id
+    lambda t: _DIGITS[4].search(t) is not None,                     # bank card: starts with 4 digits
+    lambda t: _DIGITS[4].search(t) is not None,                     # mobile: ends with groups of 4 digits
+    lambda t: _DIGITS[3].search(t) is not None,                     # landline: a number of >= 3 digits
+    lambda t: re.search("[Qq][Qq]", t) is not None,                 # qq: after "QQ"
+    lambda t: re.search(r"微信|[Ww]e[Cc]hat|weixin|[Vv][Xx]", t) is not None,  # wechat label
+    lambda t: "址" in t,                                            # address label (住址, 地址, ...)
+    lambda t: "号" in t,                                            # street address: house number 号
+    lambda t: "姓名" in t,                                          # 姓名：
+    lambda t: any(w in t for w in ("患者", "病人", "患儿", "病患")),  # patient + surname
+]
+assert len(_PII_GATES) == len(_PII)
+
+
 def scrub_pii(text: str, stats: Counter | None = None, hashed: bool = False) -> str:
     """Personal identifiers replaced by placeholders; `stats["pii.<kind>"]` counts each replacement.
     `hashed` adds a short hash of what was replaced ([PHONE-3f2a9c]): for ids, which must stay distinct."""
     if not _PII_HINT.search(text):
         return text
-    for kind, pattern, valid in _PII:
-        text = pattern.sub(lambda m, k=kind, v=valid: _replace(m, k, v, stats, hashed), text)
+    for (kind, pattern, valid), gate in zip(_PII, _PII_GATES):
+        if gate(text):
+            text = pattern.sub(lambda m, k=kind, v=valid: _replace(m, k, v, stats, hashed), text)
     return text
 
 
