@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qilin.config import doc
-from qilin.model.load import load_model, lora_config
+from qilin.model.load import lora_config
 from qilin.runs import RunFolder
-from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args, use_model_loss_on_cpu
+from qilin.train.common import TrainSettings, load_jsonl, run_trainer_stage, train, trl_args, use_model_loss_on_cpu
 
 
 @dataclass
@@ -30,17 +30,8 @@ class Config:
 
 
 def run(cfg: Config) -> Path:
-    run = RunFolder(cfg.out)
-    if run.is_complete():
-        return run.path
-    run.write_config(cfg)
-    if not run.model_is_complete():
-        model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
-        trainer, metrics = pretrain(model, tokenizer, cfg.data, cfg.block_size, cfg.train, run)
-        run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir, cfg.train.lora)
-    return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
-                      extra={"model": str(run.model_dir)})
+    return run_trainer_stage(cfg, lambda model, tokenizer, run: _trainer(
+        model, tokenizer, load_jsonl(cfg.data, ["text"]), cfg.block_size, cfg.train, run))
 
 
 def pretrain(model, tokenizer, data: Path, block_size: int, settings: TrainSettings, run: RunFolder):

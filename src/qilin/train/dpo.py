@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Literal
 
 from qilin.config import doc
-from qilin.model.load import is_adapter_dir, load_model, lora_config
+from qilin.model.load import is_adapter_dir, lora_config
 from qilin.runs import RunFolder
-from qilin.train.common import TrainSettings, load_jsonl, save_trained, train, trl_args
+from qilin.train.common import TrainSettings, load_jsonl, run_trainer_stage, trl_args
 
 FIELDS = ["prompt", "chosen", "rejected"]
 QILIN_MED_PROMPT = "Question: {prompt}\n\nAnswer: "  # Qilin-Med scripts/dpo_training.py (module docstring)
@@ -52,19 +52,10 @@ class Config:
 
 
 def run(cfg: Config) -> Path:
-    run = RunFolder(cfg.out)
-    if run.is_complete():
-        return run.path
-    run.write_config(cfg)
-    if not run.model_is_complete():
-        model, tokenizer = load_model(cfg.model, lora=cfg.train.lora)
-        trainer = _trainer(model, tokenizer, _pairs(cfg.data, cfg.prompt_format, cfg.max_chars), cfg, run)
-        metrics = train(trainer, run)
-        metrics.update(_reward_metrics(trainer.state.log_history))
-        run.write_metrics(metrics)
-        save_trained(trainer, tokenizer, run.model_dir, cfg.train.lora)
-    return run.finish(inputs={"model": cfg.model, "data": cfg.data}, seed=cfg.train.seed,
-                      extra={"model": str(run.model_dir)})
+    return run_trainer_stage(
+        cfg, lambda model, tokenizer, run: _trainer(model, tokenizer, _pairs(cfg.data, cfg.prompt_format, cfg.max_chars),
+                                                     cfg, run),
+        _reward_metrics)
 
 
 def _pairs(path: Path, prompt_format: str = "chat", max_chars: int | None = None):
