@@ -1,10 +1,9 @@
 """`qilin eval compare`: a scripted local judge on 127.0.0.1, both orders, win/tie/loss with intervals."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from chat_endpoint import chat_endpoint
 from hypothesis import given
 from hypothesis import strategies as st
 from qilin.cli import main
@@ -23,29 +22,14 @@ def _eval_dir(root, answers):
     return root
 
 
-def _judge(rule):
-    """An OpenAI-compatible endpoint whose reply is rule(answer shown as A, answer shown as B)."""
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = body["messages"][0]["content"]
-            seen.append(prompt)
-            a = prompt.split("[助手A的回答]\n")[1].split("\n\n")[0]
-            b = prompt.split("[助手B的回答]\n")[1].split("\n\n")[0]
-            data = json.dumps({"choices": [{"message": {"content": rule(a, b)}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
+def _judge_reply(rule):
+    """The endpoint's reply: rule(answer shown as A, answer shown as B)."""
+    def reply(body):
+        prompt = body["messages"][0]["content"]
+        a = prompt.split("[助手A的回答]\n")[1].split("\n\n")[0]
+        b = prompt.split("[助手B的回答]\n")[1].split("\n\n")[0]
+        return rule(a, b)
+    return reply
 
 
 @pytest.fixture()
@@ -56,14 +40,11 @@ def dirs(tmp_path):
 
 
 def _run(dirs, tmp_path, rule, capsys):
-    server, seen = _judge(rule)
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    with chat_endpoint(_judge_reply(rule)) as (url, seen):
         assert main(["eval", "compare", "--a", str(dirs[0]), "--b", str(dirs[1]), "--judge", url,
                      "--out", str(tmp_path / "cmp")]) == 0
-    finally:
-        server.shutdown()
-    return json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8")), seen, capsys.readouterr().out
+    prompts = [body["messages"][0]["content"] for _, body in seen]
+    return json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8")), prompts, capsys.readouterr().out
 
 
 def test_fair_judge_gives_win_tie_loss(dirs, tmp_path, capsys):

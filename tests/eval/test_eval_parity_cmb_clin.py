@@ -3,13 +3,11 @@
 templates and reply parsing. No network: the endpoint is a local stub server."""
 
 import hashlib
-import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from chat_endpoint import chat_endpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,29 +99,10 @@ def test_parse_ratings_never_raises(reply):
 
 
 def test_judge_cmb_clin_posts_the_filled_template_and_reads_the_ratings():
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, body))
-            content = '{"fluency": 4, "relevance": 4, "completeness": 2, "proficiency": 3}'
-            data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    ratings = '{"fluency": 4, "relevance": 4, "completeness": 2, "proficiency": 3}'
+    with chat_endpoint(lambda body: ratings) as (url, seen):
         fields = [J.cmb_clin_judge_fields(CASE, k, "回答") for k in range(3)]
-        out = J.judge_cmb_clin(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", fields)
-    finally:
-        server.shutdown()
+        out = J.judge_cmb_clin(url, "judge-model", fields)
     assert [o["overall"] for o in out] == [3.25] * 3
     assert seen[0][0] == "/v1/chat/completions" and seen[0][1]["temperature"] == 0
     assert seen[2][1]["messages"][0]["content"] == J.fill_template(J.QILIN_RUBRIC_TEMPLATE, fields[2])
