@@ -183,7 +183,7 @@ def _rag_step(recipe: Recipe, folder: Path, data_dir: Path, last: Path, models: 
             compare |= ({twin: models[twin]} if twin else {}) | {name: models[name]}
     # the same evaluation as every other stage, with whatever the rag section changes (e.g. its tasks)
     own = rag.pop("eval", {}) or {}
-    evaluation = for_tasks(own, qconfig.merge(_eval_values(recipe, data_dir), own))
+    evaluation = for_tasks(qconfig.merge(_eval_values(recipe, data_dir), own), own)
     values = {"corpus": [data_dir / "train" / "cpt.jsonl"], "data": data_dir, "model": model, "compare": compare,
               **rag, "eval": evaluation, "out": folder}
     return "rag", RunFolder(folder), qconfig.build(stage.Config, values, "rag")
@@ -240,30 +240,30 @@ def check_reuse(steps: list[tuple[str, RunFolder, object]]) -> None:
     (before anything runs, nothing deleted) a complete stage whose config differs from the recipe's now,
     whose input files (the user's data, below 256 MB) changed since, or whose inputs lie in an earlier
     stage that is no longer complete (deleted to be redone: what came from it is stale too)."""
+    import yaml
+
     incomplete: list[Path] = []
     for name, run, cfg in steps:
         if not run.is_complete():
             incomplete.append(run.path)
             continue
-        why = _config_change(run, cfg) or _input_change(run, incomplete)
+        saved = run.path / "config.yaml"
+        old = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) if saved.is_file() else {}
+        moved = _mover(run, old.get("out"))
+        why = (_config_change({k: [moved(x) for x in v] if isinstance(v, list) else moved(v) for k, v in old.items()},
+                              cfg) if old else None) or _input_change(run, incomplete, moved)
         if why:
             raise QilinError(f"{run.path}: complete, but {why}; a re-run would skip it and report its old results. "
                              f"Move or delete {run.path} and the stages after it to redo them, or run into a new "
                              f"folder (out=...)")
 
 
-def _config_change(run: RunFolder, cfg: object) -> str | None:
-    """The settings that differ between the stage's config.yaml and the recipe's config now; a setting the
-    recipe leaves unset (null) is one the stage resolved when it ran (e.g. the bundled data folder)."""
-    import yaml
-
-    saved = run.path / "config.yaml"
-    if not saved.is_file():
-        return None
-    old, new = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}), _flat(qconfig.to_dict(cfg))
-    moved = _mover(run, old.get("out"))
-    old = {k: [moved(x) for x in v] if isinstance(v, list) else moved(v) for k, v in old.items()}
-    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if v is not None and old.get(k) != v]
+def _config_change(old: dict, cfg: object) -> str | None:
+    """The settings that differ between the stage's saved config (flattened, paths mapped) and the recipe's
+    config now; a setting the recipe leaves unset (null) is one the stage resolved when it ran (e.g. the
+    bundled data folder)."""
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in _flat(qconfig.to_dict(cfg)).items()
+               if v is not None and old.get(k) != v]
     return f"its config differs from the recipe's now ({'; '.join(changed[:4])})" if changed else None
 
 
@@ -286,12 +286,8 @@ def _mover(run: RunFolder, saved_out):
     return lambda v: new_root + v[len(old_root):] if isinstance(v, str) and v.startswith(old_root) else v
 
 
-def _input_change(run: RunFolder, incomplete: list[Path]) -> str | None:
-    import yaml
-
+def _input_change(run: RunFolder, incomplete: list[Path], moved) -> str | None:
     inputs = read_json(run.path / "manifest.json").get("inputs") or {}
-    saved = run.path / "config.yaml"
-    moved = _mover(run, (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("out") if saved.is_file() else None)
     for key, value in inputs.items():
         if not value or not value.get("path"):
             continue

@@ -270,16 +270,15 @@ def check_config(cfg: EvalConfig, where: str = "eval") -> None:
         raise QilinError(f"{where}: {e}") from None
 
 
-def for_tasks(values: dict, inherited: dict) -> dict:
-    """An evaluation that takes the recipe's options (`inherited`) with some of its own (`values`, e.g. the
-    rag stage's shorter task list): protocols it did not choose itself are kept only where one of its
-    tasks has them (the recipe's `mean` is preference's; a rag evaluation without preference drops it)."""
-    out = {**inherited, **values}
-    tasks = out.get("tasks") or []
-    if "protocols" in values or not tasks or not out.get("protocols") or any(t not in TASKS for t in tasks):
-        return out
+def for_tasks(merged: dict, own: dict) -> dict:
+    """An evaluation that takes the recipe's options with some of its own (`own`, e.g. the rag stage's
+    shorter task list), already `merged`: protocols it did not choose itself are kept only where one of
+    its tasks has them (the recipe's `mean` is preference's; a rag evaluation without preference drops it)."""
+    tasks = merged.get("tasks") or []
+    if "protocols" in own or not tasks or not merged.get("protocols") or any(t not in TASKS for t in tasks):
+        return merged
     mine = {p for t in tasks for p in TASKS[t].protocols}
-    return out | {"protocols": [p for p in out["protocols"] if p == "all" or p in mine]}
+    return merged | {"protocols": [p for p in merged["protocols"] if p == "all" or p in mine]}
 
 
 def check_tasks(tasks: list[str], cfg: EvalConfig) -> None:
