@@ -2,10 +2,12 @@
 
 `overlap.match` builds the set of every character n-gram of a training text in Python and intersects
 it with the evaluation index; almost no training text shares an n-gram with an evaluation item, yet
-that set is most of the builder's cost after MinHash. The screen hashes the text's n-grams in numpy
-(dedup.ngram_hashes, one 64-bit polynomial hash per n-gram) and looks them up among the hashes of the
-index's n-grams: first in a bitmap of their top bits (one vectorised lookup), then, for the few that
-hit it, in the sorted hashes themselves. Equal n-grams have equal hashes, so a text with no hash in
+that set is most of the builder's cost after MinHash. The screen hashes the text's n-grams (the
+polynomial hash of dedup.ngram_hashes, 64 bits per n-gram) and looks them up among the hashes of the
+index's n-grams: first in a bitmap of their top bits, then, for the few that hit it, by binary search
+in the sorted hashes themselves. It is a numba loop (`_any_indexed`) for the reason the MinHash is one
+(dedup.py):
+numpy made several passes over temporaries per text and could not stop at the first hit. Equal n-grams have equal hashes, so a text with no hash in
 common (and containing none of the index's short items) has no n-gram in common either: its match is
 the empty set, and only the texts that pass the screen (true matches and rare hash collisions) go
 through `overlap.match`, which decides exactly as before.
@@ -15,9 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from qilin.data.dedup import _powers, ngram_hashes
+from numba import njit
 
-_BITS = 27  # bitmap of 2^27 bits (16 MB): ~0.04% of a text's n-grams hit it per 50k indexed n-grams
+from qilin.data.dedup import _P, _powers, codepoints
+
+# Bitmap of 2^bits bits, 64 per indexed n-gram (a random n-gram hits it with probability < 1/64), at least
+# 2^16 and at most 2^27 (16 MB). Small enough to stay in the CPU cache: a lookup that misses the cache
+# costs more than the hash.
+_MIN_BITS, _MAX_BITS = 16, 27
 
 
 class Screen:
@@ -27,8 +34,9 @@ class Screen:
         grams = [g for g in index["grams"] if len(g) == self.n]
         codes = np.frombuffer("".join(grams).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         self.keys = np.unique((codes.reshape(len(grams), self.n) * _powers(self.n)).sum(axis=1, dtype=np.uint64))
-        self.bitmap = np.zeros(1 << (_BITS - 3), dtype=np.uint8)
-        top = self.keys >> np.uint64(64 - _BITS)
+        self.bits = min(_MAX_BITS, max(_MIN_BITS, int(len(self.keys) * 64).bit_length()))
+        self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
+        top = self.keys >> np.uint64(64 - self.bits)
         np.bitwise_or.at(self.bitmap, (top >> np.uint64(3)).astype(np.int64),
                          (np.uint8(1) << (top & np.uint64(7)).astype(np.uint8)))
         assert len(grams) == len(index["grams"]), "index n-grams must all have n characters"
@@ -39,11 +47,26 @@ class Screen:
             return True
         if not len(self.keys) or len(norm) < self.n:
             return False
-        h = ngram_hashes(norm, self.n)
-        top = h >> np.uint64(64 - _BITS)
-        hit = (self.bitmap[(top >> np.uint64(3)).astype(np.int64)] >> (top & np.uint64(7)).astype(np.uint8)) & 1
-        if not hit.any():
-            return False
-        h = h[hit.astype(bool)]
-        at = np.minimum(np.searchsorted(self.keys, h), len(self.keys) - 1)
-        return bool((self.keys[at] == h).any())
+        return _any_indexed(codepoints(norm), self.n, self.bitmap, self.bits, self.keys)
+
+
+@njit(cache=True, nogil=True)
+def _any_indexed(codes, n, bitmap, bits, keys):
+    """Whether the polynomial hash of any n-gram of `codes` is among the sorted `keys` (bitmap first)."""
+    shift = np.uint64(64 - bits)
+    lead = np.uint64(1)  # P^(n-1): the weight of the character that leaves the window
+    for _ in range(n - 1):
+        lead *= _P
+    h = np.uint64(0)
+    for k in range(n - 1):
+        h = h * _P + np.uint64(codes[k])
+    for i in range(codes.shape[0] - n + 1):
+        if i:  # rolling: drop codes[i-1] (weight P^(n-1)); every product wraps mod 2^64, as in Horner's rule
+            h -= np.uint64(codes[i - 1]) * lead
+        h = h * _P + np.uint64(codes[i + n - 1])
+        top = h >> shift
+        if (bitmap[top >> np.uint64(3)] >> (top & np.uint64(7))) & 1:
+            at = np.searchsorted(keys, h)
+            if at < keys.shape[0] and keys[at] == h:
+                return True
+    return False
