@@ -115,11 +115,28 @@ def test_deterministic_under_seed(corpus, built, tmp_path):
     assert (other / "train/pretrain.jsonl").read_bytes() != (out / "train/pretrain.jsonl").read_bytes()
 
 
+def test_worker_processes_build_the_same_files(corpus, built, tmp_path, monkeypatch):
+    """Items prepared in two worker processes, in chunks of 3 records with several chunks in flight: the
+    same files, byte for byte, and the same card as one process."""
+    out, card = built
+    monkeypatch.setattr(B, "CHUNK", 3)
+    pooled = B.build(load_spec(corpus / "sources.yaml"), tmp_path / "pooled", workers=2)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name[:4] != "card")
+    assert files and files == sorted(p.relative_to(tmp_path / "pooled").as_posix()
+                                     for p in (tmp_path / "pooled").rglob("*") if p.is_file() and p.name[:4] != "card")
+    for f in files:
+        assert (tmp_path / "pooled" / f).read_bytes() == (out / f).read_bytes(), f
+    assert {k: v for k, v in pooled.items() if k != "build"} == {k: v for k, v in card.items() if k != "build"}
+
+
 def test_cli_build_and_refuses_a_full_folder(corpus, tmp_path, capsys):
     assert main(["build", str(corpus / "sources.yaml"), "parquet=false", "--out", str(tmp_path / "o")]) == 0
     assert "accounting complete" in capsys.readouterr().out
     assert main(["build", str(corpus / "sources.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build", str(corpus / "sources.yaml"), "--out", str(tmp_path / "w"), "--workers", "0"])
+    assert "--workers: must be a whole number of at least 1, not '0'" in capsys.readouterr().err
 
 
 def test_spec_errors_name_the_source(corpus, tmp_path):

@@ -29,7 +29,8 @@ import os
 import random
 import shutil
 import time
-from collections import Counter
+from array import array
+from collections import Counter, deque
 from pathlib import Path
 
 from qilin.data import overlap, readers
@@ -69,10 +70,15 @@ class SkipLog:
         return sum(self.reasons.values())
 
 
-def build(spec: Spec, out: str | Path, on_error: str = "raise", sources_file: str | None = None) -> dict:
-    """Build the datasets of `spec` into `out` (which must not exist, or be empty); return the card."""
+def build(spec: Spec, out: str | Path, on_error: str = "raise", sources_file: str | None = None,
+          workers: int | None = None) -> dict:
+    """Build the datasets of `spec` into `out` (which must not exist, or be empty); return the card.
+    `workers`: processes for the per-item work; None = one per CPU for inputs over WORKER_BYTES, else 1.
+    The result is the same for any number."""
     if on_error not in ("raise", "skip"):
         raise QilinError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if workers is not None and workers < 1:
+        raise QilinError(f"workers must be at least 1, not {workers}")
     out = Path(out)
     remove_stale(out)  # what a killed build left behind
     if out.exists() and not out.is_dir():
@@ -87,7 +93,7 @@ def build(spec: Spec, out: str | Path, on_error: str = "raise", sources_file: st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        card = _build(spec, tmp, on_error, sources_file)
+        card = _build(spec, tmp, on_error, sources_file, workers or _auto_workers(spec))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -97,19 +103,28 @@ def build(spec: Spec, out: str | Path, on_error: str = "raise", sources_file: st
     return card
 
 
-def _build(spec: Spec, root: Path, on_error: str, sources_file: str | None) -> dict:
+WORKER_BYTES = 32 << 20  # below this much training input, starting worker processes costs more than it saves
+
+
+def _auto_workers(spec: Spec) -> int:
+    size = sum(_size(f) for s in spec.sources if s.stages for f in _files(s, spec))
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                      size // WORKER_BYTES))
+
+
+def _build(spec: Spec, root: Path, on_error: str, sources_file: str | None, workers: int) -> dict:
     start = time.time()
     stats = {s.name: _new_stats(s, spec) for s in spec.sources}
     evals, held = hold_out(spec, stats, on_error)
     index = overlap.build_index(((label, r["id"], text) for name, items in evals.items() for r in items
                                  for label, text in eval_texts(name, r)), spec.contamination.ngram)
     staging = root / ".staging"
-    staged, matched = stage_training(spec, stats, held, index, staging, on_error)
+    staged, matched, chars = stage_training(spec, stats, held, index, staging, on_error, workers)
     removed = decontaminate(matched, index, spec)
     copies, mixing = plan(spec, staged, removed)
     removed.update(recheck(spec, copies, matched, index))
     _account(stats, staged, copies, removed)
-    files = write_outputs(spec, stats, copies, staging, root)
+    files = write_outputs(spec, copies, chars, staging, root)
     for o in mixing:
         mixing[o]["written"] = {s: stats[s]["outputs"][o]["written"] for s in staged[o]}
     files.update(write_evals(spec, evals, root))
@@ -127,14 +142,22 @@ def _new_stats(s: Source, spec: Spec) -> dict:
 
 def read_source(s: Source, spec: Spec, on_error: str, log: SkipLog | None, stats: dict | None = None):
     """The records of every file of a source, with the source's name; dialogue titles fixed."""
-    files = getattr(s, "file_formats", None) or {f: s.format for f in source_files(s, spec.base_dir)}
+    files = _files(s, spec)
     for f, fmt in files.items():
         if stats is not None:
-            stats["bytes"] += sum(p.stat().st_size for p in ([f] if f.is_file() else f.glob("*.csv")))
+            stats["bytes"] += _size(f)
         for rec in readers.READERS[fmt](f, on_error=s.on_error or on_error, skipped=log, source=s.name):
             if len(files) > 1:
                 rec["id"] = f"{f.stem}/{rec['id']}"
             yield dialogue_question(rec) if fmt == "dialogue-csv" else rec
+
+
+def _files(s: Source, spec: Spec) -> dict[Path, str]:
+    return getattr(s, "file_formats", None) or {f: s.format for f in source_files(s, spec.base_dir)}
+
+
+def _size(f: Path) -> int:
+    return sum(p.stat().st_size for p in ([f] if f.is_file() else f.glob("*.csv")))
 
 
 # ---------------------------------------------------------------- pass 1: held-out evaluation sets
@@ -199,41 +222,154 @@ def _sample(s: Source, spec: Spec, on_error: str, log: SkipLog, count: dict | No
 
 # ---------------------------------------------------------------- pass 2: clean, convert, dedup, stage
 
-def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Path, on_error: str):
-    """Write each (output, source)'s surviving items to staging; return their counts and the overlaps."""
+def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Path, on_error: str,
+                   workers: int = 1):
+    """Write each (output, source)'s surviving items to staging; return their counts, characters and the
+    overlaps. The work on each item alone (cleaning, conversion, encoding, fingerprints, the screen) runs
+    in `workers` processes; the decisions that depend on earlier items (dedup) here, in file order."""
     d = spec.dedup
     dedupers = {o: Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold, reference=not FAST)
                 for o in spec.outputs}
-    screen = Screen(index) if FAST else None
     staged: dict[str, dict[str, int]] = {o: {} for o in spec.outputs}
+    chars: dict[tuple[str, str], array] = {}
     matched: dict[tuple[str, str, int], tuple[set, str, str]] = {}
-    for s in spec.sources:
-        if not s.stages:
-            continue
-        st = stats[s.name]
-        files = {o: open(_staging_file(staging, o, s.name), "w", encoding="utf-8") for o in st["outputs"]}
-        try:
-            for o in files:
-                staged[o][s.name] = 0
-            for rec in _training_records(s, spec, st, held.get(s.name, set()), on_error):
-                for o, f in files.items():
-                    item = to_item(spec.outputs[o].stage, rec)
-                    text = "\n".join(contents(item))
-                    norm = overlap.normalize(text) if FAST else None  # once for dedup and the screen
-                    fate = _fate(item, spec, dedupers[o], text, norm)
-                    st["outputs"][o]["converted"] += 1
-                    if fate:
-                        st["outputs"][o][fate] += 1
-                        continue
-                    found = overlap.match([text], index)[0] if not screen or screen.may_match(norm) else set()
-                    if found:
-                        matched[(o, s.name, staged[o][s.name])] = (found, item["id"], text[:40])
-                    f.write(json.dumps(item, ensure_ascii=False) + "\n")
-                    staged[o][s.name] += 1
-        finally:
-            for f in files.values():
-                f.close()
-    return staged, matched
+    with _Workers(Preparer(spec, Screen(index) if FAST else None), workers if FAST else 1) as pool:
+        for s in spec.sources:
+            if not s.stages:
+                continue
+            st = stats[s.name]
+            outs = list(st["outputs"])
+            files = {o: open(_staging_file(staging, o, s.name), "wb") for o in outs}
+            try:
+                for o in outs:
+                    staged[o][s.name] = 0
+                    chars[(o, s.name)] = array("Q")
+                records = _training_records(s, spec, st, held.get(s.name, set()), on_error)
+                for cleaning, prepared in pool.map(records, outs, clean=s.kind != "kg"):
+                    st["cleaning"].update(cleaning)
+                    for per_output in prepared:
+                        for o, prep in zip(outs, per_output):
+                            _stage(prep, o, s.name, st, dedupers[o], index, files[o], staged, chars, matched)
+            finally:
+                for f in files.values():
+                    f.close()
+    return staged, matched, chars
+
+
+def _stage(prep: tuple, o: str, source: str, st: dict, dedup: Deduper, index: dict, f, staged: dict,
+           chars: dict, matched: dict) -> None:
+    """One prepared item: counted, dropped (its fate counted) or appended to its staging file."""
+    fate, fingerprint, screened, line, n, item_id, text = prep
+    st["outputs"][o]["converted"] += 1
+    if fate is None and fingerprint is not None:
+        dup = dedup.decide(fingerprint)
+        fate = f"{dup}_duplicate" if dup else None
+    if fate:
+        st["outputs"][o][fate] += 1
+        return
+    found = overlap.match([text], index)[0] if screened else set()
+    if found:
+        matched[(o, source, staged[o][source])] = (found, item_id, text[:40])
+    f.write(line)
+    chars[(o, source)].append(n)
+    staged[o][source] += 1
+
+
+class Preparer:
+    """The builder's per-item work, which depends on nothing seen before: run in worker processes."""
+
+    def __init__(self, spec: Spec, screen: Screen | None):
+        d = spec.dedup
+        self.spec, self.screen = spec, screen
+        self.fingerprints = Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold, reference=not FAST)
+
+    def chunk(self, records: list[dict], outs: list[str], clean: bool) -> tuple[Counter, list[list[tuple]]]:
+        """(what cleaning changed, for each record a prepared item per output)."""
+        spec, cleaning = self.spec, Counter()
+        prepared = []
+        for rec in records:
+            if clean:
+                rec = clean_record(rec, cleaning, spec.scrub_pii, not spec.keep_raw_ids)
+            prepared.append([self.item(spec.outputs[o].stage, rec) for o in outs])
+        return cleaning, prepared
+
+    def item(self, stage: str, rec: dict) -> tuple:
+        """(size fate, dedup fingerprint, whether it may overlap an evaluation item, its JSON line,
+        characters, id, text); the text only where the contamination match needs it."""
+        spec = self.spec
+        item = to_item(stage, rec)
+        parts = contents(item)
+        n = sum(len(p) for p in parts)
+        if n < spec.min_chars or not all(p.strip() for p in parts):
+            return "empty", None, False, None, n, None, None
+        if n > spec.max_chars:
+            return "too_long", None, False, None, n, None, None
+        text = "\n".join(parts)
+        norm = overlap.normalize(text)  # once, for the fingerprint and the screen
+        fingerprint = self.fingerprints.fingerprint(norm) if spec.dedup.exact or spec.dedup.near else None
+        screened = self.screen.may_match(norm) if self.screen else True
+        written = item if spec.keep_ids else {k: v for k, v in item.items() if k != "id"}
+        line = (json.dumps(written, ensure_ascii=False) + "\n").encode("utf-8")  # as it will be written
+        return None, fingerprint, screened, line, n, item["id"], text if screened else None
+
+
+CHUNK = 256  # records per task sent to a worker
+_PREPARER: Preparer | None = None  # a worker process's own
+
+
+class _Workers:
+    """`map(records, ...)` -> Preparer.chunk results of consecutive chunks, in order: in this process
+    (workers=1) or in a pool, with at most a few chunks in flight (records are read as they are
+    needed, not all at once)."""
+
+    def __init__(self, preparer: Preparer, workers: int):
+        self.preparer, self.workers, self.pool = preparer, workers, None
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.preparer,))
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+    def map(self, records, outs: list[str], clean: bool):
+        chunks = _chunks(records, CHUNK)
+        if self.pool is None:
+            yield from (self.preparer.chunk(c, outs, clean) for c in chunks)
+            return
+        pending: deque = deque()
+        for c in chunks:
+            pending.append(self.pool.apply_async(_work, (c, outs, clean)))
+            if len(pending) > 2 * self.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _init_worker(preparer: Preparer) -> None:
+    global _PREPARER
+    _PREPARER = preparer
+
+
+def _work(records: list[dict], outs: list[str], clean: bool):
+    return _PREPARER.chunk(records, outs, clean)
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for x in items:
+        chunk.append(x)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _staging_file(staging: Path, output: str, source: str) -> Path:
@@ -243,7 +379,8 @@ def _staging_file(staging: Path, output: str, source: str) -> Path:
 
 
 def _training_records(s: Source, spec: Spec, st: dict, held: set[int], on_error: str):
-    """Cleaned records of a source not held out; a knowledge graph as one record per entity."""
+    """The records of a source not held out, as read (Preparer cleans them); a knowledge graph as one
+    record per entity, cleaned here (its triples are cleaned before they are grouped)."""
     records = read_source(s, spec, on_error, st["skipped"], st)
     if s.kind == "kg":
         yield from _kg_records(s, spec, st, records)
@@ -253,7 +390,7 @@ def _training_records(s: Source, spec: Spec, st: dict, held: set[int], on_error:
         if pos in held:
             continue
         st["training"] += 1
-        yield clean_record(rec, st["cleaning"], spec.scrub_pii, not spec.keep_raw_ids)
+        yield rec
     st["read"] += st["skipped"].total
 
 
@@ -276,22 +413,6 @@ def _kg_records(s: Source, spec: Spec, st: dict, records):
                     facts=sum(len(t) for rels in entities.values() for t in rels.values()))
     for head, relations in entities.items():
         yield render_entity(head, relations, s.name, s.templates)
-
-
-def _fate(item: dict, spec: Spec, dedup: Deduper, text: str, norm: str | None) -> str | None:
-    """Why an item is dropped before staging (empty, over-long, duplicate), or None to keep it.
-    `text` is its contents joined by newlines, `norm` that normalised (or None: normalised here)."""
-    parts = contents(item)
-    n = sum(len(p) for p in parts)
-    if n < spec.min_chars or not all(p.strip() for p in parts):
-        return "empty"
-    if n > spec.max_chars:
-        return "too_long"
-    if spec.dedup.exact or spec.dedup.near:
-        dup = dedup.seen(text, norm)
-        if dup:
-            return f"{dup}_duplicate"
-    return None
 
 
 # ---------------------------------------------------------------- pass 3: contamination
@@ -359,30 +480,73 @@ def recheck(spec: Spec, copies: dict, matched: dict, index: dict) -> dict:
     return again
 
 
-def write_outputs(spec: Spec, stats: dict, copies: dict, staging: Path, root: Path) -> dict:
-    """Each training file: the planned copies of every source, interleaved at random (seeded)."""
+def write_outputs(spec: Spec, copies: dict, chars: dict, staging: Path, root: Path) -> dict:
+    """Each training file: the planned copies of every source, interleaved at random (seeded).
+    The staged lines are written as they are (they were encoded once, when staged)."""
     files = {}
     for o, out in spec.outputs.items():
         streams = {}
         for (oo, s), arr in copies.items():
             if oo == o:
-                streams[s] = (sum(arr), _source_stream(staging / o / f"{s}.jsonl", arr, spec.keep_ids))
-        items = interleave(streams, random.Random(f"{spec.seed}:order:{o}"))
-        files[f"train/{o}.jsonl"] = _write_set(root / "train" / o, items, _schema(out.stage, spec.keep_ids),
-                                               spec.parquet)
+                streams[s] = (sum(arr), _source_lines(staging / o / f"{s}.jsonl", s, arr, chars[(o, s)]))
+        lines = interleave(streams, random.Random(f"{spec.seed}:order:{o}"))
+        files[f"train/{o}.jsonl"] = _write_lines(root / "train" / o, lines, _schema(out.stage, spec.keep_ids),
+                                                 spec.parquet)
     return files
 
 
-def _source_stream(path: Path, copies: bytearray, keep_ids: bool):
-    """A staged source's items, pass p yielding those with more than p copies (repeats stay apart)."""
+def _source_lines(path: Path, source: str, copies: bytearray, chars: array):
+    """(source, line, characters) of a staged source, pass p yielding the items with more than p copies
+    (repeats stay apart)."""
     for p in range(max(copies, default=0)):
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             for pos, line in enumerate(f):
                 if copies[pos] > p:
-                    item = json.loads(line)
-                    if not keep_ids:
-                        del item["id"]
-                    yield item
+                    yield source, line, chars[pos]
+
+
+def _write_lines(stem: Path, lines, schema, parquet: bool) -> dict:
+    """Write (source, JSON line in UTF-8, characters) to stem.jsonl, then stem.parquet from it; return count,
+    characters, sources."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    count, total, longest, sources = 0, 0, 0, Counter()
+    with open(stem.with_suffix(".jsonl"), "wb") as f:
+        for source, line, n in lines:
+            f.write(line)
+            count += 1
+            total += n
+            longest = max(longest, len(line))
+            sources[source] += 1
+    if parquet and count:
+        _jsonl_to_parquet(stem, schema, longest)
+    elif parquet:  # no rows: an empty file with the stage's schema
+        _write_set(stem, [], schema, parquet=True)
+    return {"count": count, "characters": total, "tokens": None, "sources": dict(sources)}
+
+
+def _jsonl_to_parquet(stem: Path, schema, longest_bytes: int) -> None:
+    """stem.parquet from stem.jsonl by Arrow's JSON reader (C++, streaming; decoding each line in Python
+    was a fifth of the build), in row groups of PARQUET_BATCH rows, as _write_set writes them."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    reader = pj.open_json(stem.with_suffix(".jsonl"),
+                          read_options=pj.ReadOptions(block_size=max(1 << 22, longest_bytes + 1)),
+                          parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"))
+    with pq.ParquetWriter(stem.with_suffix(".parquet"), schema) as writer:
+        pending: list = []
+        for batch in reader:
+            pending.append(batch)
+            rows = sum(b.num_rows for b in pending)
+            if rows >= PARQUET_BATCH:
+                table = pa.Table.from_batches(pending, schema=schema)
+                full = rows - rows % PARQUET_BATCH
+                writer.write_table(table.slice(0, full).combine_chunks(), row_group_size=PARQUET_BATCH)
+                pending = table.slice(full).to_batches()
+        if sum(b.num_rows for b in pending):
+            writer.write_table(pa.Table.from_batches(pending, schema=schema).combine_chunks(),
+                               row_group_size=PARQUET_BATCH)
 
 
 def _account(stats: dict, staged: dict, copies: dict, removed: dict) -> None:

@@ -1,6 +1,6 @@
 """`qilin data build` and `qilin data check`, registered on the `data` sub-parsers by `add_commands`.
 
-    qilin data build SOURCES.yaml --out DIR [--on-error skip] [key=value ...]
+    qilin data build SOURCES.yaml --out DIR [--on-error skip] [--workers N] [key=value ...]
     qilin data check PATH [--format F]
 
 `check` lists EVERY problem of a file (file:line: field 'x': message), one per line, then fails with
@@ -30,6 +30,12 @@ class _TrailingOverrides(argparse.ArgumentParser):
         return ns, [a for a in extra if a not in more]
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return int(value)
+
+
 def add_commands(data_sub) -> None:
     """Register `build` and `check` on the sub-parsers of `qilin data`."""
     parser_class, data_sub._parser_class = data_sub._parser_class, _TrailingOverrides
@@ -44,6 +50,9 @@ def add_commands(data_sub) -> None:
     b.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="stop at the first malformed record (default), or skip malformed records and count "
                         "each reason in the card")
+    b.add_argument("--workers", type=_positive, default=None,
+                   help="processes for cleaning, encoding and fingerprinting items (default: one per CPU for "
+                        "inputs over 32 MB, else 1); the output is the same for any number")
     b.add_argument("overrides", nargs="*", help="key=value settings of the sources file, e.g. seed=1 parquet=false")
     b.set_defaults(func=cmd_build)
 
@@ -58,7 +67,7 @@ def cmd_build(args) -> int:
     from qilin.data.sources import load_spec
 
     spec = load_spec(args.sources, args.overrides)
-    card = build(spec, args.out, on_error=args.on_error, sources_file=args.sources)
+    card = build(spec, args.out, on_error=args.on_error, sources_file=args.sources, workers=args.workers)
     for path, f in card["files"].items():
         print(f"{path:<32} {f['count']:>9} items {f['characters']:>12} characters")
     skipped = sum(e["skipped"]["total"] for e in card["sources"].values())

@@ -66,16 +66,26 @@ class Deduper:
 
     def seen(self, text: str, norm: str | None = None) -> str | None:
         """`norm`: `overlap.normalize(text)` when the caller has it already (it is computed once per item)."""
-        norm = normalize(text) if norm is None else norm
-        if self.use_exact:
-            key = hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest()
+        return self.decide(self.fingerprint(normalize(text) if norm is None else norm))
+
+    def fingerprint(self, norm: str) -> tuple[bytes | None, np.ndarray | None, list[int] | None]:
+        """(exact key, MinHash signature, band keys) of a normalised text: what `decide` needs, computed
+        without the dedup state, so that builder workers compute it in parallel (None where not used)."""
+        key = hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest() if self.use_exact else None
+        if not self.near or len(norm) < self.ngram:
+            return key, None, None
+        sig = self.signature(norm)
+        return key, sig, _band_keys(sig, self.bands, self.rows).tolist()
+
+    def decide(self, fingerprint: tuple) -> str | None:
+        """None for a new item (now remembered), "exact" or "near" for a duplicate of an earlier one."""
+        key, sig, keys = fingerprint
+        if key is not None:
             if key in self.exact:
                 return "exact"
             self.exact.add(key)
-        if not self.near or len(norm) < self.ngram:
+        if sig is None:
             return None
-        sig = self.signature(norm)
-        keys = [hash(sig[i * self.rows:(i + 1) * self.rows].tobytes()) for i in range(self.bands)]
         for table, k in zip(self.tables, keys):
             other = table.get(k)
             if other is not None and self._similar(sig, other):
@@ -90,9 +100,7 @@ class Deduper:
                         permutations=self._permutations, scheme="affine32")
             m.update_batch(np.unique(shingle_hashes(norm, self.ngram)).tolist())
             return m.hashvalues
-        out = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-        _minhash(codepoints(norm), self.ngram, self._a, self._b, out)
-        return out
+        return _minhash(codepoints(norm), self.ngram, self._a, self._b)
 
     def _similar(self, sig: np.ndarray, other: int) -> bool:
         stored = self.blocks[other // _BLOCK][other % _BLOCK]
@@ -150,9 +158,10 @@ _S1, _M1, _S2, _M2, _S3 = (np.uint64(c) for c in _FMIX_CONSTANTS[32])  # dataske
 
 
 @njit(cache=True, nogil=True)
-def _minhash(codes, n, a, b, out):
+def _minhash(codes, n, a, b):
     """out[j] = min over the n-grams of `codes` of (a[j] * fmix32(fold(hash)) + b[j]) mod 2^32: the same
     numbers as shingle_hashes -> datasketch's _fmix -> affine32, in 64-bit registers masked to 32 bits."""
+    out = np.full(a.shape[0], np.uint32(0xFFFFFFFF), dtype=np.uint32)
     for i in range(codes.shape[0] - n + 1):
         h = np.uint64(0)
         for k in range(n):  # Horner's rule: ngram_hashes' polynomial, wrapping mod 2^64
@@ -165,3 +174,17 @@ def _minhash(codes, n, a, b, out):
         x ^= x >> _S3
         for j in range(a.shape[0]):
             out[j] = min(out[j], np.uint32((a[j] * x + b[j]) & _M32))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _band_keys(sig, bands, rows):
+    """A key per LSH band: the polynomial hash of its values mod 2^64 (Python's hash() of the band's bytes
+    would differ between worker processes)."""
+    keys = np.zeros(bands, dtype=np.uint64)
+    for i in range(bands):
+        h = np.uint64(0)
+        for j in range(i * rows, (i + 1) * rows):
+            h = h * _P + np.uint64(sig[j])
+        keys[i] = h
+    return keys
