@@ -46,8 +46,8 @@ from qilin.errors import QilinError
 from qilin.runs import remove_stale
 
 FATES = ("empty", "too_long", "exact_duplicate", "near_duplicate", "contamination", "mix_dropped")
-# False = the previous implementation (datasketch's per-shingle MinHash, every text through overlap.match,
-# normalised twice), kept for benchmarks/bench_data.py's same-process ratio and the identical-card test.
+# False = the previous implementation (one process, datasketch's per-shingle MinHash, every text through
+# overlap.match), kept for benchmarks/bench_data.py's same-process ratio and the identical-card test.
 FAST = True
 PARQUET_BATCH = 10_000
 
@@ -224,9 +224,10 @@ def _sample(s: Source, spec: Spec, on_error: str, log: SkipLog, count: dict | No
 
 def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Path, on_error: str,
                    workers: int = 1):
-    """Write each (output, source)'s surviving items to staging; return their counts, characters and the
-    overlaps. The work on each item alone (cleaning, conversion, encoding, fingerprints, the screen) runs
-    in `workers` processes; the decisions that depend on earlier items (dedup) here, in file order."""
+    """Write each (output, source)'s surviving items to staging; return their counts, the overlaps and
+    their characters. The work on each item alone (cleaning, conversion, encoding, fingerprints, the
+    screen) runs in `workers` processes; the decisions that depend on earlier items (dedup) here, in
+    file order."""
     d = spec.dedup
     dedupers = {o: Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold, reference=not FAST)
                 for o in spec.outputs}
@@ -244,21 +245,24 @@ def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Pa
                 for o in outs:
                     staged[o][s.name] = 0
                     chars[(o, s.name)] = array("Q")
-                records = _training_records(s, spec, st, held.get(s.name, set()), on_error)
-                for cleaning, prepared in pool.map(records, outs, clean=s.kind != "kg"):
+                records = _training_records(s, spec, st, held.get(s.name, set()), on_error, pool.cleaned)
+                for cleaning, prepared in pool.map("chunk", records, outs, s.kind != "kg"):
                     st["cleaning"].update(cleaning)
+                    kept: dict[str, list[bytes]] = {o: [] for o in outs}
                     for per_output in prepared:
                         for o, prep in zip(outs, per_output):
-                            _stage(prep, o, s.name, st, dedupers[o], index, files[o], staged, chars, matched)
+                            _stage(prep, o, s.name, st, dedupers[o], index, kept[o], staged, chars, matched)
+                    for o in outs:
+                        files[o].write(b"".join(kept[o]))
             finally:
                 for f in files.values():
                     f.close()
     return staged, matched, chars
 
 
-def _stage(prep: tuple, o: str, source: str, st: dict, dedup: Deduper, index: dict, f, staged: dict,
-           chars: dict, matched: dict) -> None:
-    """One prepared item: counted, dropped (its fate counted) or appended to its staging file."""
+def _stage(prep: tuple, o: str, source: str, st: dict, dedup: Deduper, index: dict, kept: list[bytes],
+           staged: dict, chars: dict, matched: dict) -> None:
+    """One prepared item: counted, dropped (its fate counted) or its line kept for the staging file."""
     fate, fingerprint, screened, line, n, item_id, text = prep
     st["outputs"][o]["converted"] += 1
     if fate is None and fingerprint is not None:
@@ -270,7 +274,7 @@ def _stage(prep: tuple, o: str, source: str, st: dict, dedup: Deduper, index: di
     found = overlap.match([text], index)[0] if screened else set()
     if found:
         matched[(o, source, staged[o][source])] = (found, item_id, text[:40])
-    f.write(line)
+    kept.append(line)
     chars[(o, source)].append(n)
     staged[o][source] += 1
 
@@ -292,6 +296,11 @@ class Preparer:
                 rec = clean_record(rec, cleaning, spec.scrub_pii, not spec.keep_raw_ids)
             prepared.append([self.item(spec.outputs[o].stage, rec) for o in outs])
         return cleaning, prepared
+
+    def clean(self, records: list[dict]) -> tuple[Counter, list[dict]]:
+        """(what cleaning changed, the records cleaned)."""
+        spec, cleaning = self.spec, Counter()
+        return cleaning, [clean_record(r, cleaning, spec.scrub_pii, not spec.keep_raw_ids) for r in records]
 
     def item(self, stage: str, rec: dict) -> tuple:
         """(size fate, dedup fingerprint, whether it may overlap an evaluation item, its JSON line,
@@ -318,9 +327,9 @@ _PREPARER: Preparer | None = None  # a worker process's own
 
 
 class _Workers:
-    """`map(records, ...)` -> Preparer.chunk results of consecutive chunks, in order: in this process
-    (workers=1) or in a pool, with at most a few chunks in flight (records are read as they are
-    needed, not all at once)."""
+    """`map(method, records, *args)` -> the results of a Preparer method on consecutive chunks of records,
+    in order: in this process (workers=1) or in a pool, with at most a few chunks in flight (records are
+    read as they are needed, not all at once)."""
 
     def __init__(self, preparer: Preparer, workers: int):
         self.preparer, self.workers, self.pool = preparer, workers, None
@@ -338,18 +347,24 @@ class _Workers:
             self.pool.terminate()
             self.pool.join()
 
-    def map(self, records, outs: list[str], clean: bool):
+    def map(self, method: str, records, *args):
         chunks = _chunks(records, CHUNK)
         if self.pool is None:
-            yield from (self.preparer.chunk(c, outs, clean) for c in chunks)
+            yield from (getattr(self.preparer, method)(c, *args) for c in chunks)
             return
         pending: deque = deque()
         for c in chunks:
-            pending.append(self.pool.apply_async(_work, (c, outs, clean)))
+            pending.append(self.pool.apply_async(_work, (method, c, *args)))
             if len(pending) > 2 * self.workers:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+    def cleaned(self, records, stats: Counter):
+        """The records cleaned, in order; what cleaning changed counted in `stats`."""
+        for cleaning, chunk in self.map("clean", records):
+            stats.update(cleaning)
+            yield from chunk
 
 
 def _init_worker(preparer: Preparer) -> None:
@@ -357,8 +372,8 @@ def _init_worker(preparer: Preparer) -> None:
     _PREPARER = preparer
 
 
-def _work(records: list[dict], outs: list[str], clean: bool):
-    return _PREPARER.chunk(records, outs, clean)
+def _work(method: str, records: list[dict], *args):
+    return getattr(_PREPARER, method)(records, *args)
 
 
 def _chunks(items, size: int):
@@ -378,12 +393,12 @@ def _staging_file(staging: Path, output: str, source: str) -> Path:
     return path
 
 
-def _training_records(s: Source, spec: Spec, st: dict, held: set[int], on_error: str):
+def _training_records(s: Source, spec: Spec, st: dict, held: set[int], on_error: str, cleaned):
     """The records of a source not held out, as read (Preparer cleans them); a knowledge graph as one
-    record per entity, cleaned here (its triples are cleaned before they are grouped)."""
+    record per entity, from its triples cleaned by `cleaned(records, stats)` before they are grouped."""
     records = read_source(s, spec, on_error, st["skipped"], st)
     if s.kind == "kg":
-        yield from _kg_records(s, spec, st, records)
+        yield from _kg_records(s, st, records, cleaned)
         return
     for pos, rec in enumerate(records):
         st["read"] += 1
@@ -394,13 +409,16 @@ def _training_records(s: Source, spec: Spec, st: dict, held: set[int], on_error:
     st["read"] += st["skipped"].total
 
 
-def _kg_records(s: Source, spec: Spec, st: dict, records):
+def _kg_records(s: Source, st: dict, records, cleaned):
     """Triples (or entity records) grouped by head entity in memory, then one paragraph each."""
-    def facts():
+    def counted():
         for rec in records:
             st["read"] += 1
             st["training"] += 1
-            rec = clean_record(rec, st["cleaning"], spec.scrub_pii, not spec.keep_raw_ids)
+            yield rec
+
+    def facts():
+        for rec in cleaned(counted(), st["cleaning"]):
             if "relations" in rec:
                 yield from ({"head": rec["entity"], "relation": r, "tail": t}
                             for r, tails in rec["relations"].items() for t in tails)
@@ -482,16 +500,25 @@ def recheck(spec: Spec, copies: dict, matched: dict, index: dict) -> dict:
 
 def write_outputs(spec: Spec, copies: dict, chars: dict, staging: Path, root: Path) -> dict:
     """Each training file: the planned copies of every source, interleaved at random (seeded).
-    The staged lines are written as they are (they were encoded once, when staged)."""
+    The staged lines are written as they are (they were encoded once, when staged). Each Parquet file is
+    made from its JSONL in a thread (Arrow works without the GIL) while the next JSONL is written."""
+    from concurrent.futures import ThreadPoolExecutor
+
     files = {}
-    for o, out in spec.outputs.items():
-        streams = {}
-        for (oo, s), arr in copies.items():
-            if oo == o:
-                streams[s] = (sum(arr), _source_lines(staging / o / f"{s}.jsonl", s, arr, chars[(o, s)]))
-        lines = interleave(streams, random.Random(f"{spec.seed}:order:{o}"))
-        files[f"train/{o}.jsonl"] = _write_lines(root / "train" / o, lines, _schema(out.stage, spec.keep_ids),
-                                                 spec.parquet)
+    with ThreadPoolExecutor(1) as background:
+        conversions = []
+        for o, out in spec.outputs.items():
+            streams = {}
+            for (oo, s), arr in copies.items():
+                if oo == o:
+                    streams[s] = (sum(arr), _source_lines(staging / o / f"{s}.jsonl", s, arr, chars[(o, s)]))
+            lines = interleave(streams, random.Random(f"{spec.seed}:order:{o}"))
+            stem, schema = root / "train" / o, _schema(out.stage, spec.keep_ids)
+            files[f"train/{o}.jsonl"], longest = _write_lines(stem, lines)
+            if spec.parquet:
+                conversions.append(background.submit(_jsonl_to_parquet, stem, schema, longest))
+        for c in conversions:
+            c.result()  # raises what the conversion raised
     return files
 
 
@@ -505,9 +532,9 @@ def _source_lines(path: Path, source: str, copies: bytearray, chars: array):
                     yield source, line, chars[pos]
 
 
-def _write_lines(stem: Path, lines, schema, parquet: bool) -> dict:
-    """Write (source, JSON line in UTF-8, characters) to stem.jsonl, then stem.parquet from it; return count,
-    characters, sources."""
+def _write_lines(stem: Path, lines) -> tuple[dict, int]:
+    """Write (source, JSON line in UTF-8, characters) to stem.jsonl; return (count, characters, sources)
+    and the longest line's bytes."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     count, total, longest, sources = 0, 0, 0, Counter()
     with open(stem.with_suffix(".jsonl"), "wb") as f:
@@ -517,11 +544,7 @@ def _write_lines(stem: Path, lines, schema, parquet: bool) -> dict:
             total += n
             longest = max(longest, len(line))
             sources[source] += 1
-    if parquet and count:
-        _jsonl_to_parquet(stem, schema, longest)
-    elif parquet:  # no rows: an empty file with the stage's schema
-        _write_set(stem, [], schema, parquet=True)
-    return {"count": count, "characters": total, "tokens": None, "sources": dict(sources)}
+    return {"count": count, "characters": total, "tokens": None, "sources": dict(sources)}, longest
 
 
 def _jsonl_to_parquet(stem: Path, schema, longest_bytes: int) -> None:
@@ -531,6 +554,9 @@ def _jsonl_to_parquet(stem: Path, schema, longest_bytes: int) -> None:
     import pyarrow.json as pj
     import pyarrow.parquet as pq
 
+    if not longest_bytes:  # no rows: an empty file with the stage's schema
+        _write_set(stem, [], schema, parquet=True)
+        return
     reader = pj.open_json(stem.with_suffix(".jsonl"),
                           read_options=pj.ReadOptions(block_size=max(1 << 22, longest_bytes + 1)),
                           parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"))

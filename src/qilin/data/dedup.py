@@ -62,7 +62,7 @@ class Deduper:
         self.blocks: list[np.ndarray] = []
         self.count = 0
         self._permutations = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-        self._a, self._b = (p.astype(np.uint64) for p in self._permutations)  # the kernel works in 64 bits
+        self._a, self._b = (p.astype(np.uint32) for p in self._permutations)
 
     def seen(self, text: str, norm: str | None = None) -> str | None:
         """`norm`: `overlap.normalize(text)` when the caller has it already (it is computed once per item)."""
@@ -160,20 +160,29 @@ _S1, _M1, _S2, _M2, _S3 = (np.uint64(c) for c in _FMIX_CONSTANTS[32])  # dataske
 @njit(cache=True, nogil=True)
 def _minhash(codes, n, a, b):
     """out[j] = min over the n-grams of `codes` of (a[j] * fmix32(fold(hash)) + b[j]) mod 2^32: the same
-    numbers as shingle_hashes -> datasketch's _fmix -> affine32, in 64-bit registers masked to 32 bits."""
+    numbers as shingle_hashes -> datasketch's _fmix -> affine32. The n-gram hash rolls (drop the first
+    character's term, shift, add the next: ngram_hashes' polynomial mod 2^64); the permutation loop is in
+    32-bit lanes, which the compiler vectorises (`min`, not a branch)."""
     out = np.full(a.shape[0], np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    lead = np.uint64(1)  # P^(n-1): the weight of the character that leaves the window
+    for _ in range(n - 1):
+        lead *= _P
+    h = np.uint64(0)
+    for k in range(n - 1):
+        h = h * _P + np.uint64(codes[k])
     for i in range(codes.shape[0] - n + 1):
-        h = np.uint64(0)
-        for k in range(n):  # Horner's rule: ngram_hashes' polynomial, wrapping mod 2^64
-            h = h * _P + np.uint64(codes[i + k])
+        if i:
+            h -= np.uint64(codes[i - 1]) * lead
+        h = h * _P + np.uint64(codes[i + n - 1])
         x = (h >> np.uint64(32)) ^ (h & _M32)
         x ^= x >> _S1
         x = (x * _M1) & _M32
         x ^= x >> _S2
         x = (x * _M2) & _M32
         x ^= x >> _S3
+        x32 = np.uint32(x)
         for j in range(a.shape[0]):
-            out[j] = min(out[j], np.uint32((a[j] * x + b[j]) & _M32))
+            out[j] = min(out[j], np.uint32(a[j] * x32 + b[j]))
     return out
 
 
