@@ -158,22 +158,36 @@ _S1, _M1, _S2, _M2, _S3 = (np.uint64(c) for c in _FMIX_CONSTANTS[32])  # dataske
 
 
 @njit(cache=True, nogil=True)
+def rolling_start(codes, n):
+    """(P^(n-1), the hash of the first n-1 codes): the state before `roll` gives the first n-gram's hash."""
+    lead = np.uint64(1)  # the weight of the character that leaves the window
+    for _ in range(n - 1):
+        lead *= _P
+    h = np.uint64(0)
+    for k in range(n - 1):
+        h = h * _P + np.uint64(codes[k])
+    return lead, h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def roll(h, codes, i, n, lead):
+    """The hash of the n-gram at i from the one at i - 1: drop codes[i-1]'s term, shift, add codes[i+n-1];
+    every product wraps mod 2^64, so this is ngram_hashes' polynomial exactly."""
+    if i:
+        h -= np.uint64(codes[i - 1]) * lead
+    return h * _P + np.uint64(codes[i + n - 1])
+
+
+@njit(cache=True, nogil=True)
 def _minhash(codes, n, a, b):
     """out[j] = min over the n-grams of `codes` of (a[j] * fmix32(fold(hash)) + b[j]) mod 2^32: the same
     numbers as shingle_hashes -> datasketch's _fmix -> affine32. The n-gram hash rolls (drop the first
     character's term, shift, add the next: ngram_hashes' polynomial mod 2^64); the permutation loop is in
     32-bit lanes, which the compiler vectorises (`min`, not a branch)."""
     out = np.full(a.shape[0], np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    lead = np.uint64(1)  # P^(n-1): the weight of the character that leaves the window
-    for _ in range(n - 1):
-        lead *= _P
-    h = np.uint64(0)
-    for k in range(n - 1):
-        h = h * _P + np.uint64(codes[k])
+    lead, h = rolling_start(codes, n)
     for i in range(codes.shape[0] - n + 1):
-        if i:
-            h -= np.uint64(codes[i - 1]) * lead
-        h = h * _P + np.uint64(codes[i + n - 1])
+        h = roll(h, codes, i, n, lead)
         x = (h >> np.uint64(32)) ^ (h & _M32)
         x ^= x >> _S1
         x = (x * _M1) & _M32

@@ -19,7 +19,7 @@ import numpy as np
 
 from numba import njit
 
-from qilin.data.dedup import _P, _powers, codepoints
+from qilin.data.dedup import _powers, codepoints, roll, rolling_start
 
 # Bitmap of 2^bits bits, 64 per indexed n-gram (a random n-gram hits it with probability < 1/64), at least
 # 2^16 and at most 2^27 (16 MB). Small enough to stay in the CPU cache: a lookup that misses the cache
@@ -54,16 +54,9 @@ class Screen:
 def _any_indexed(codes, n, bitmap, bits, keys):
     """Whether the polynomial hash of any n-gram of `codes` is among the sorted `keys` (bitmap first)."""
     shift = np.uint64(64 - bits)
-    lead = np.uint64(1)  # P^(n-1): the weight of the character that leaves the window
-    for _ in range(n - 1):
-        lead *= _P
-    h = np.uint64(0)
-    for k in range(n - 1):
-        h = h * _P + np.uint64(codes[k])
+    lead, h = rolling_start(codes, n)
     for i in range(codes.shape[0] - n + 1):
-        if i:  # rolling: drop codes[i-1] (weight P^(n-1)); every product wraps mod 2^64, as in Horner's rule
-            h -= np.uint64(codes[i - 1]) * lead
-        h = h * _P + np.uint64(codes[i + n - 1])
+        h = roll(h, codes, i, n, lead)
         top = h >> shift
         if (bitmap[top >> np.uint64(3)] >> (top & np.uint64(7))) & 1:
             at = np.searchsorted(keys, h)
