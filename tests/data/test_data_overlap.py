@@ -1,6 +1,10 @@
 """Character n-gram contamination check: finds planted copies, leaves clean text alone."""
 
 import random
+import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qilin.data import overlap
 
@@ -9,6 +13,16 @@ EVAL = [
     ("dialogue", "d1", "糖尿病有隔代遗传吗？我妈是糖尿病，很多年了，我现在也是，我儿子会不会也得糖尿病？"),
     ("cmexam", "short", "医学模式的演变过程是"),  # 10 characters: matched by containment
 ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=40), st.sampled_from(["血压：85/60 mmHg。", "ＡＢ ｃ", "_x_", "①②", "ß\u0130",
+                                                                 "\u3000\u200b", "疟疾由按蚊传播，"])), max_size=12))
+def test_normalize_equals_the_regex_definition(parts):
+    """Long texts go through the compiled table, short ones through the regex: both are `[\\W_]+` removed
+    from the NFKC, case-folded text, whatever the characters."""
+    text = "".join(parts)
+    assert overlap.normalize(text) == overlap._DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 def test_normalize_ignores_width_case_space_punctuation():

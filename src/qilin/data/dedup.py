@@ -153,6 +153,29 @@ def codepoints(norm: str) -> np.ndarray:
     return np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32)
 
 
+_WORD: np.ndarray | None = None  # per code point: str.isalnum(), which is re's \w without "_"
+
+
+def word_characters(text: str) -> str:
+    """`text` without the characters that overlap._DROP (`[\\W_]+`) removes."""
+    global _WORD
+    if _WORD is None:
+        _WORD = np.fromiter((chr(c).isalnum() for c in range(0x110000)), dtype=np.bool_, count=0x110000)
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return _kept(codes, _WORD).tobytes().decode("utf-32-le", "surrogatepass")
+
+
+@njit(cache=True, nogil=True)
+def _kept(codes, keep):
+    out = np.empty_like(codes)
+    k = 0
+    for c in codes:
+        if keep[c]:
+            out[k] = c
+            k += 1
+    return out[:k]
+
+
 _M32 = np.uint64(0xFFFFFFFF)
 _S1, _M1, _S2, _M2, _S3 = (np.uint64(c) for c in _FMIX_CONSTANTS[32])  # datasketch's murmur finaliser
 
