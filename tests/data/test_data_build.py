@@ -129,6 +129,38 @@ def test_worker_processes_build_the_same_files(corpus, built, tmp_path, monkeypa
     assert {k: v for k, v in pooled.items() if k != "build"} == {k: v for k, v in card.items() if k != "build"}
 
 
+SLOW_WORKERS = """
+import sys, time
+from qilin.data import build as B
+from qilin.data.cli import main
+B.CHUNK = 1
+slow = B.Preparer.chunk
+B.Preparer.chunk = lambda self, *a: (time.sleep(0.5), slow(self, *a))[1]  # a worker busy when Ctrl-C comes
+sys.exit(main(["build", sys.argv[1], "--out", sys.argv[2], "--workers", "2"]))
+"""
+
+
+def test_ctrl_c_stops_a_build_with_workers(corpus, tmp_path):
+    """Ctrl-C reaches the parent and its workers (one process group): one line, exit 130, within seconds,
+    and nothing left in the output's folder. (Workers that took the signal themselves left the parent
+    waiting for their chunk.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WORKERS, str(corpus / "sources.yaml"), str(out)],
+                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert proc.poll() is None, proc.stderr.read()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and err.strip() == "qilin: interrupted; run the same command again to resume", err
+    assert not out.exists() and not list(tmp_path.glob(".o.partial-*"))
+
+
 def test_cli_build_and_refuses_a_full_folder(corpus, tmp_path, capsys):
     assert main(["build", str(corpus / "sources.yaml"), "parquet=false", "--out", str(tmp_path / "o")]) == 0
     assert "accounting complete" in capsys.readouterr().out

@@ -368,7 +368,12 @@ class _Workers:
 
 
 def _init_worker(preparer: Preparer) -> None:
+    """Workers ignore Ctrl-C (a terminal sends it to the whole process group): the parent alone stops,
+    ending the pool, instead of waiting for a chunk that a worker died in."""
+    import signal
+
     global _PREPARER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _PREPARER = preparer
 
 
