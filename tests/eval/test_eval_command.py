@@ -4,10 +4,9 @@ the CMB-Clin judge against a local fake endpoint, and the lm-eval export."""
 
 import argparse
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from chat_endpoint import chat_endpoint
 
 from qilin.errors import QilinError
 from qilin.eval import cli, results
@@ -149,38 +148,19 @@ def test_bad_input_is_one_line_with_file_and_line(tiny_model_dir, files, tmp_pat
     assert "--model DIR is required" in qilin("--tasks", "cmexam")[1]
 
 
-class _FakeJudge(BaseHTTPRequestHandler):
-    replies = ['评分如下：{"fluency": 4, "relevance": 5, "completeness": 3, "proficiency": 4}', "无法评分"]
-    calls: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _FakeJudge.calls.append(body)
-        reply = self.replies[(len(self.calls) - 1) % 2]
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+JUDGE_REPLIES = ['评分如下：{"fluency": 4, "relevance": 5, "completeness": 3, "proficiency": 4}', "无法评分"]
 
 
 def test_cmb_clin_judge_against_a_local_fake_endpoint(tiny_model_dir, files, tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), _FakeJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/v1"
+    replies = iter(JUDGE_REPLIES * 3)  # alternately a parseable rubric and a refusal
+    with chat_endpoint(lambda body: next(replies)) as (url, seen):
         code, err = qilin("--model", str(tiny_model_dir), "--tasks", "cmb-clin", "--data",
                           f"cmb-clin={files / 'clin.json'}", "--judge", url, "--judge-model", "fake",
                           "--max-new-tokens", "4", "--out", str(tmp_path / "o"))
-    finally:
-        server.shutdown()
+    calls = [body for _, body in seen]
     assert code == 0, err
-    assert len(_FakeJudge.calls) == 3 and _FakeJudge.calls[0]["model"] == "fake"
-    assert "参考答案" in _FakeJudge.calls[0]["messages"][0]["content"]
+    assert len(calls) == 3 and calls[0]["model"] == "fake"
+    assert "参考答案" in calls[0]["messages"][0]["content"]
     j = json.loads((tmp_path / "o" / "results.json").read_text(encoding="utf-8"))["tasks"]["cmb-clin"]["protocols"]["cmb-clin-rubric"]
     assert j["metrics"]["fluency"] == {"value": 4.0, "n": 2}               # replies 1 and 3 parse, 2 does not
     assert j["metrics"]["unparsed"]["value"] == 1 and j["judge"]["url"] == url
