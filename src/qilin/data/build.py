@@ -228,9 +228,7 @@ def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Pa
     their characters. The work on each item alone (cleaning, conversion, encoding, fingerprints, the
     screen) runs in `workers` processes; the decisions that depend on earlier items (dedup) here, in
     file order."""
-    d = spec.dedup
-    dedupers = {o: Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold, reference=not FAST)
-                for o in spec.outputs}
+    dedupers = {o: _deduper(spec) for o in spec.outputs}
     staged: dict[str, dict[str, int]] = {o: {} for o in spec.outputs}
     chars: dict[tuple[str, str], array] = {}
     matched: dict[tuple[str, str, int], tuple[set, str, str]] = {}
@@ -279,23 +277,22 @@ def _stage(prep: tuple, o: str, source: str, st: dict, dedup: Deduper, index: di
     staged[o][source] += 1
 
 
+def _deduper(spec: Spec) -> Deduper:
+    d = spec.dedup
+    return Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold, reference=not FAST)
+
+
 class Preparer:
     """The builder's per-item work, which depends on nothing seen before: run in worker processes."""
 
     def __init__(self, spec: Spec, screen: Screen | None):
-        d = spec.dedup
-        self.spec, self.screen = spec, screen
-        self.fingerprints = Deduper(d.exact, d.near, d.ngram, d.num_perm, d.threshold, reference=not FAST)
+        self.spec, self.screen, self.fingerprints = spec, screen, _deduper(spec)
 
     def chunk(self, records: list[dict], outs: list[str], clean: bool) -> tuple[Counter, list[list[tuple]]]:
         """(what cleaning changed, for each record a prepared item per output)."""
-        spec, cleaning = self.spec, Counter()
-        prepared = []
-        for rec in records:
-            if clean:
-                rec = clean_record(rec, cleaning, spec.scrub_pii, not spec.keep_raw_ids)
-            prepared.append([self.item(spec.outputs[o].stage, rec) for o in outs])
-        return cleaning, prepared
+        cleaning, records = self.clean(records) if clean else (Counter(), records)
+        stages = [self.spec.outputs[o].stage for o in outs]
+        return cleaning, [[self.item(stage, rec) for stage in stages] for rec in records]
 
     def clean(self, records: list[dict]) -> tuple[Counter, list[dict]]:
         """(what cleaning changed, the records cleaned)."""

@@ -25,7 +25,7 @@ shingles need no removal: they do not change a minimum.
 
 Why a numba kernel (`_minhash`) rather than numpy: the signature is num_perm multiply-add-minimum
 operations per shingle, and numpy runs them as three passes over a (shingles x num_perm) temporary;
-the compiled loop keeps each value in a register and was 6x faster on the 1 GB benchmark's documents,
+the compiled loop keeps each value in a register and was 10x faster on the 1 GB benchmark's documents,
 which made MinHash the largest cost of `qilin data build`. datasketch has no compiled path, and the
 Rust MinHash libraries hash differently, which would change which items are dropped.
 """
