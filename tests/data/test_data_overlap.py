@@ -3,6 +3,7 @@
 import random
 import unicodedata
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,12 +17,24 @@ EVAL = [
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.text(max_size=40), st.sampled_from(["血压：85/60 mmHg。", "ＡＢ ｃ", "_x_", "①②", "ß\u0130",
-                                                                 "\u3000\u200b", "疟疾由按蚊传播，"])), max_size=12))
+@given(st.lists(st.one_of(st.text(max_size=40), st.sampled_from([
+    "血压：85/60 mmHg。", "ＡＢ ｃ", "_x_", "①②", "ß\u0130", "\u3000\u200b", "疟疾由按蚊传播，", "……", "\ufb01",
+    "e\u0301", "\u0301", "\u1100\u1161\u11a8", "\u1161", "\ufdfa", "\U00020000\U0002a6d6", "\ud800", "\u2460\u3392",
+    "\u212b\u0041\u030a", "\uff76\uff9e"])), max_size=12))
 def test_normalize_equals_the_regex_definition(parts):
-    """Long texts go through the compiled table, short ones through the regex: both are `[\\W_]+` removed
+    """Long texts go through the per-character tables, short ones (and a text whose characters the tables
+    do not cover, or whose pieces compose: e + U+0301, jamo) through the regex: both are `[\\W_]+` removed
     from the NFKC, case-folded text, whatever the characters."""
     text = "".join(parts)
+    assert overlap.normalize(text) == overlap._DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+@pytest.mark.parametrize("piece", ["e\u0301", "\u1100\u1161\u11a8", "\u212b\u0041\u030a", "\uff76\uff9e", "……",
+                                   "\ufb01ß", "\ufdfa", "\U00020000", "\u0130\u03a3"])
+def test_long_texts_whose_characters_compose_or_expand_normalise_as_defined(piece):
+    """The tables hold each character's own NFKC: pieces that compose (e + U+0301 -> é, jamo -> a
+    syllable, half-width ｶ + ﾞ -> ガ) or expand (…, ﬁ, ß, U+FDFA) inside a long text still give the definition."""
+    text = "疟疾由按蚊传播，" * 8 + piece + "。血压：85/60 mmHg"
     assert overlap.normalize(text) == overlap._DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 

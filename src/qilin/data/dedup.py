@@ -33,6 +33,7 @@ Rust MinHash libraries hash differently, which would change which items are drop
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -153,27 +154,69 @@ def codepoints(norm: str) -> np.ndarray:
     return np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32)
 
 
-_WORD: np.ndarray | None = None  # per code point: str.isalnum(), which is re's \w without "_"
+_FOLD_TOP = 0x30000  # the tables cover the BMP and the CJK extensions B-F; other characters take the long way
+_FOLD_WIDTH = 4  # characters a table row holds: longer mappings (U+FDFA: 18) take the long way
+_FOLD: tuple[np.ndarray, ...] | None = None
 
 
-def word_characters(text: str) -> str:
-    """`text` without the characters that overlap._DROP (`[\\W_]+`) removes."""
-    global _WORD
-    if _WORD is None:
-        _WORD = np.fromiter((chr(c).isalnum() for c in range(0x110000)), dtype=np.bool_, count=0x110000)
+def normalize_table(text: str) -> str | None:
+    """overlap.normalize(text) by table lookups, or None where a character is not in the tables.
+
+    Per character: its NFKC, casefolded, without what `[\\W_]` matches. That the concatenation of the
+    characters' own NFKC is the text's NFKC holds when it is itself in NFKC (NFKC(a + b) =
+    NFKC(NFKC(a) + NFKC(b)), and a string in NFKC is its own), which `unicodedata.is_normalized` checks
+    (a scan of quick-check flags on this text). Casefolding and the drop act on each character alone.
+    About twice as fast as unicodedata.normalize + casefold + the drop on Chinese text, where full-width
+    punctuation sends every text through the full NFKC algorithm."""
+    global _FOLD
+    if _FOLD is None:
+        _FOLD = _fold_tables()
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    return _kept(codes, _WORD).tobytes().decode("utf-32-le", "surrogatepass")
+    nfkc, kept, ok = _fold(codes, *_FOLD)
+    if not ok or not unicodedata.is_normalized("NFKC", nfkc.tobytes().decode("utf-32-le")):
+        return None
+    return kept.tobytes().decode("utf-32-le")
+
+
+def _fold_tables() -> tuple[np.ndarray, ...]:
+    """(NFKC code points, their count, what stays of them after casefold and the drop, its count) per
+    code point below _FOLD_TOP; a count of 0 NFKC code points marks a character the tables do not cover
+    (a surrogate, a mapping longer than _FOLD_WIDTH). About 0.3 s, once per process."""
+    nfkc = np.zeros((_FOLD_TOP, _FOLD_WIDTH), dtype=np.uint32)
+    kept = np.zeros((_FOLD_TOP, _FOLD_WIDTH), dtype=np.uint32)
+    nfkc_len = np.zeros(_FOLD_TOP, dtype=np.uint8)
+    kept_len = np.zeros(_FOLD_TOP, dtype=np.uint8)
+    for c in range(_FOLD_TOP):
+        if 0xD800 <= c < 0xE000:
+            continue
+        mapped = unicodedata.normalize("NFKC", chr(c))
+        stays = [ord(x) for x in mapped.casefold() if x.isalnum()]  # \w without "_" is str.isalnum()
+        if len(mapped) > _FOLD_WIDTH or len(stays) > _FOLD_WIDTH:
+            continue
+        nfkc[c, :len(mapped)] = [ord(x) for x in mapped]
+        nfkc_len[c] = len(mapped)
+        kept[c, :len(stays)] = stays
+        kept_len[c] = len(stays)
+    return nfkc, nfkc_len, kept, kept_len
 
 
 @njit(cache=True, nogil=True)
-def _kept(codes, keep):
-    out = np.empty_like(codes)
-    k = 0
+def _fold(codes, nfkc, nfkc_len, kept, kept_len):
+    """(the characters' NFKC, what stays of it, True), or empty arrays and False at a character the
+    tables do not cover."""
+    mapped = np.empty(codes.shape[0] * nfkc.shape[1], dtype=np.uint32)
+    out = np.empty(codes.shape[0] * kept.shape[1], dtype=np.uint32)
+    m = k = 0
     for c in codes:
-        if keep[c]:
-            out[k] = c
+        if c >= nfkc_len.shape[0] or nfkc_len[c] == 0:
+            return mapped[:0], out[:0], False
+        for j in range(nfkc_len[c]):
+            mapped[m] = nfkc[c, j]
+            m += 1
+        for j in range(kept_len[c]):
+            out[k] = kept[c, j]
             k += 1
-    return out[:k]
+    return mapped[:m], out[:k], True
 
 
 _M32 = np.uint64(0xFFFFFFFF)
