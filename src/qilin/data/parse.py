@@ -48,7 +48,7 @@ def check_file(path: Path) -> os.stat_result:
 
 def _open(path: Path):
     try:
-        return open(path, "rb")
+        return open(path, "rb", buffering=1 << 20)  # 1 MiB reads: a system call per 8 KiB cost time here
     except OSError as e:
         raise InputError(path, None, None, f"cannot read ({e.strerror or e})") from None
 
