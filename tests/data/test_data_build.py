@@ -100,6 +100,11 @@ def test_mix_ratio_and_parquet_loads_with_datasets(built):
 
     ds = load_dataset("parquet", data_files=str(out / "train/sft.parquet"), split="train")
     assert len(ds) == card["files"]["train/sft.jsonl"]["count"] and ds[0]["messages"][0]["role"] == "user"
+    import pyarrow.parquet as pq
+
+    for stem in ("train/pretrain", "train/sft"):  # the same rows as the JSONL, zstd-compressed
+        assert pq.read_table(out / f"{stem}.parquet").to_pylist() == rows(out / f"{stem}.jsonl")
+        assert pq.ParquetFile(out / f"{stem}.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
     exam = load_dataset("json", data_files=str(out / "eval/exam.jsonl"), split="train")
     assert len(exam) == 2
 
