@@ -8,9 +8,9 @@ from qilin.model.chat import prompt_text as chat_prompt
 PROMPTS = ["高血压", "糖尿病的典型症状是多饮、多尿", "答案：", "感冒通常由病毒引起，多休息，多喝水。阿司匹林"]
 
 
-def _greedy_one(lm, prompt, max_new):
-    """Reference: unpadded, no KV cache, argmax by hand."""
-    ids = lm.encode(prompt)
+def _greedy_one(lm, prompt, max_new, ids=None):
+    """Reference: unpadded, no KV cache, argmax by hand (from `ids` where given)."""
+    ids = lm.encode(prompt) if ids is None else ids
     new = []
     with torch.inference_mode():
         for _ in range(max_new):
@@ -27,6 +27,24 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny_lm):
     batched = tiny_lm.generate(prompts, max_new_tokens=12, batch_size=3)
     assert batched == [_greedy_one(tiny_lm, p, 12) for p in prompts]
     assert tiny_lm.generate(prompts, max_new_tokens=12, batch_size=1) == batched
+
+
+def test_a_prompt_past_the_models_positions_keeps_its_last_tokens(tiny_lm, monkeypatch, caplog):
+    """lm-evaluation-harness's rule: a prompt keeps at most positions - max_new_tokens last tokens, so the
+    answer is generated within the positions the model was built for."""
+    from qilin.errors import QilinError
+
+    monkeypatch.setattr(tiny_lm.model.config, "max_position_embeddings", 40)
+    long = "".join(PROMPTS) * 3
+    ids = tiny_lm.encode(long)
+    assert len(ids) > 28
+    with caplog.at_level("WARNING", logger="qilin.model.runtime"):
+        got = tiny_lm.generate([long, PROMPTS[0]], max_new_tokens=12, batch_size=2)
+    assert got == [_greedy_one(tiny_lm, None, 12, ids[-28:]), _greedy_one(tiny_lm, PROMPTS[0], 12)]
+    assert got[0] != _greedy_one(tiny_lm, long, 12)  # the whole prompt would have given another answer
+    assert "1 of 2 prompts are longer than the model's 40 positions minus 12 new tokens" in caplog.text
+    with pytest.raises(QilinError, match="40 new tokens leave no room"):
+        tiny_lm.generate([PROMPTS[0]], max_new_tokens=40)
 
 
 def test_next_token_logprobs_equals_full_softmax(tiny_lm):

@@ -19,6 +19,7 @@ Batching rules, and why:
 from __future__ import annotations
 
 import copy
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ import torch.nn.functional as F
 
 from qilin.errors import QilinError
 from qilin.model.chat import stop_token_ids
+
+log = logging.getLogger(__name__)
 
 # A shared prefix shorter than this (in tokens) is never worth a separate forward pass and cache copies.
 MIN_SHARED_PREFIX = 8
@@ -54,10 +57,16 @@ class Decoding:
                                 pad_token_id=pad_id, use_cache=True, **extra)
 
     def describe(self) -> str:
-        if not self.do_sample:
-            return "greedy (do_sample=False, num_beams=1), stop at <|im_end|> / EOS"
-        return (f"sampled (temperature {self.temperature}, top_p {self.top_p}, top_k {self.top_k or 'off'}, "
-                f"seed {self.seed if self.seed is not None else 'the run seed'}), stop at <|im_end|> / EOS")
+        method = ("greedy (do_sample=False, num_beams=1)" if not self.do_sample else
+                  f"sampled (temperature {self.temperature}, top_p {self.top_p}, top_k {self.top_k or 'off'}, "
+                  f"seed {self.seed if self.seed is not None else 'the run seed'})")
+        return f"{method}, stop at <|im_end|> / EOS; {CONTEXT_RULE}"
+
+
+# lm-evaluation-harness's rule for generation (lm_eval/models/huggingface.py at 0068151d: HFLM.max_length
+# and generate_until's left_truncate_len = max_length - max_gen_toks): past its positions a model's
+# output is not what it was trained to give, and transformers only warns.
+CONTEXT_RULE = "a prompt longer than the model's positions minus the new-token budget keeps its last tokens"
 
 
 GREEDY = Decoding()
@@ -102,6 +111,31 @@ class LM:
 
     # ------------------------------------------------------------------------------ generation
 
+    def positions(self) -> int | None:
+        """The sequence length the model was built for, from its config (the first of n_positions,
+        max_position_embeddings, n_ctx, as lm-evaluation-harness reads it); None where it names none."""
+        config = getattr(self.model, "config", None)
+        for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+            n = getattr(config, name, None)
+            if isinstance(n, int) and n > 0:
+                return n
+        return None
+
+    def fit(self, ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Prompt ids cut to CONTEXT_RULE: each keeps at most positions - max_new_tokens last tokens."""
+        n = self.positions()
+        if n is None:
+            return ids
+        room = n - max_new_tokens
+        if room < 1:
+            raise QilinError(f"{max_new_tokens} new tokens leave no room for a prompt in the model's {n} "
+                             "positions; ask for fewer new tokens")
+        cut = sum(len(x) > room for x in ids)
+        if cut:
+            log.warning("%d of %d prompts are longer than the model's %d positions minus %d new tokens: each "
+                        "keeps its last %d tokens", cut, len(ids), n, max_new_tokens, room)
+        return [x[-room:] if len(x) > room else x for x in ids]
+
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
                  sampling: "Decoding | None" = None) -> list[str]:
@@ -114,7 +148,7 @@ class LM:
         gen_cfg = (sampling or GREEDY).generation_config(max_new_tokens, self.stop_ids, self.pad_id)
         if sampling is not None and sampling.do_sample and sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        ids = [self.encode(p) for p in prompts]
+        ids = self.fit([self.encode(p) for p in prompts], max_new_tokens)
         out: list[str] = [""] * len(prompts)
         for idx in batches(ids, batch_size, "generate"):
             input_ids, mask = pad([ids[i] for i in idx], self.pad_id, left=True, device=self.device)
