@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from chat_endpoint import chat_endpoint
 
 from qilin.config import build
 from qilin.errors import QilinError
@@ -212,57 +213,19 @@ def test_report_shows_reward_and_round_rows(tmp_path):
     assert (run / "plots" / "reward_by_round.png").stat().st_size > 1000
 
 
-class FakeChatServer:
-    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that answers "<disease>需要及时就医。"."""
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.log = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                server.log.append(prompt)
-                text = prompt.replace("有什么症状？", "需要及时就医。")
-                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": text}}],
-                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
-                                  ensure_ascii=False).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-
-
 def test_reference_and_endpoint_answers_are_ranked_with_the_samples(tmp_path, micro_model_dir, reward_dir, pool):
-    """Candidates from other sources: the pool's reference and a (fake, local) OpenAI-compatible endpoint."""
-    server = FakeChatServer()
-    try:
-        endpoint = {"kind": "openai", "base_url": server.url, "model": "fake", "concurrency": 4}
+    """Candidates from other sources: the pool's reference and a (fake, local) OpenAI-compatible endpoint
+    that answers "<disease>需要及时就医。"."""
+    def reply(body):
+        return body["messages"][-1]["content"].replace("有什么症状？", "需要及时就医。")
+
+    with chat_endpoint(reply) as (url, seen):
+        endpoint = {"kind": "openai", "base_url": url, "model": "fake", "concurrency": 4}
         cfg = config(tmp_path / "03-rejection", micro_model_dir, reward_dir, pool, rounds=1, keep=5,
                      candidates={"reference": True, "endpoint": endpoint, "endpoint_n": 1})
         out = rejection.run(cfg)
-    finally:
-        server.close()
     samples = [json.loads(line) for line in (out / "round1" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 and len(server.log) == 4  # one request per prompt
+    assert len(samples) == 4 and len(seen) == 4  # one request per prompt
     for s in samples:
         origins = [c["origin"] for c in s["candidates"]]
         assert origins == ["reference", "endpoint"] and s["candidates"][0]["text"] == s["reference"]
