@@ -7,7 +7,9 @@ directly from its documented arguments. Printed per stage: tokens per second of 
 ours / bare, and the model FLOP utilisation against this machine's fp32 matmul peak, which the
 script measures itself. Tokens are real (non-padding) input tokens (Trainer's `num_input_tokens_seen`).
 For sft, the stage is also run with `packing=none` (one conversation per row, padded) and the line
-`sft-packing: packed R1 real tokens/s, unpacked R2 real tokens/s, ratio` compares the two.
+`sft-packing: packed R1 real tokens/s, unpacked R2 real tokens/s, ratio` compares the two; it also gives the
+unpacked batches' share of real tokens, and 1 / that share: what removing the padding alone can gain
+at an equal cost per token.
 
     python benchmarks/bench_train.py [--steps 12] [--repeats 2] [--stages cpt,sft,dpo]
     python benchmarks/bench_train.py --learning 80    # packing and what is learned (below)
@@ -71,19 +73,25 @@ def main() -> None:
               f"median of {args.repeats}")
         rows, packing = [], None
         for stage in args.stages.split(","):
-            ours, bare, unpacked = [], [], []
+            ours, bare, unpacked, padding = [], [], [], []
             for rep in range(args.repeats):
                 bare.append(run_bare(stage, model_dir, data, tmp / f"bare-{stage}-{rep}", args.steps))
-                ours.append(run_ours(stage, model_dir, data, tmp / f"ours-{stage}-{rep}", args.steps))
+                m = run_ours(stage, model_dir, data, tmp / f"ours-{stage}-{rep}", args.steps)
+                ours.append(m["train.tokens_per_second"])
                 if stage == "sft":
-                    unpacked.append(run_ours(stage, model_dir, data, tmp / f"unpacked-{rep}", args.steps, "none"))
+                    m = run_ours(stage, model_dir, data, tmp / f"unpacked-{rep}", args.steps, "none")
+                    unpacked.append(m["train.tokens_per_second"])
+                    padding.append(m["train.padding_share"])
             rows.append(report(stage, statistics.median(ours), statistics.median(bare), peak,
                                n_params, layers, hidden))
             if unpacked:
                 packed, plain = statistics.median(ours), statistics.median(unpacked)
+                real = 1 - statistics.median(padding)  # what removing the padding alone can gain: 1 / real
                 print(f"sft-packing: packed {packed:,.0f} real tokens/s, unpacked {plain:,.0f} real tokens/s, "
-                      f"ratio {packed / plain:.2f}x", flush=True)
-                packing = {"packed": round(packed, 1), "unpacked": round(plain, 1), "ratio": round(packed / plain, 3)}
+                      f"ratio {packed / plain:.2f}x (unpacked batches {100 * real:.0f}% real tokens: removing the "
+                      f"padding at an equal cost per token gives {1 / real:.2f}x)", flush=True)
+                packing = {"packed": round(packed, 1), "unpacked": round(plain, 1), "ratio": round(packed / plain, 3),
+                           "unpacked_real_share": round(real, 4)}
     print(json.dumps({"peak_gflops": round(peak, 1), "stages": rows, "sft_packing": packing}))
 
 
@@ -157,7 +165,8 @@ def settings(stage: str, steps: int) -> TrainSettings:
     return TrainSettings(max_steps=steps, logging_steps=steps, save_steps=10**6, seed=0, **SETTINGS[stage])
 
 
-def run_ours(stage: str, model_dir: Path, data: Path, out: Path, steps: int, packing: str | None = None) -> float:
+def run_ours(stage: str, model_dir: Path, data: Path, out: Path, steps: int, packing: str | None = None) -> dict:
+    """The run's metrics.json (train.tokens_per_second: real tokens/s; train.padding_share)."""
     module = {"cpt": cpt, "sft": sft, "dpo": dpo}[stage]
     values = {"out": out, "model": model_dir, "data": data / "train" / f"{stage}.jsonl",
               "train": settings(stage, steps)}
@@ -166,7 +175,7 @@ def run_ours(stage: str, model_dir: Path, data: Path, out: Path, steps: int, pac
     if packing is not None:
         values["packing"] = packing
     run = module.run(module.Config(**values))
-    return json.loads((run / "metrics.json").read_text())["train.tokens_per_second"]
+    return json.loads((run / "metrics.json").read_text())
 
 
 def run_bare(stage: str, model_dir: Path, data: Path, out: Path, steps: int) -> float:
