@@ -69,14 +69,15 @@ class Deduper:
         """`norm`: `overlap.normalize(text)` when the caller has it already (it is computed once per item)."""
         return self.decide(self.fingerprint(normalize(text) if norm is None else norm))
 
-    def fingerprint(self, norm: str) -> tuple[bytes | None, np.ndarray | None, list[int] | None]:
-        """(exact key, MinHash signature, band keys) of a normalised text: what `decide` needs, computed
-        without the dedup state, so that builder workers compute it in parallel (None where not used)."""
+    def fingerprint(self, norm: str) -> tuple[bytes | None, bytes | None, list[int] | None]:
+        """(exact key, MinHash signature as uint32 bytes, band keys) of a normalised text: what `decide`
+        needs, computed without the dedup state, so that builder workers compute it in parallel (None where
+        not used). Bytes, not an array: a worker's results are pickled, and an array costs three times more."""
         key = hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest() if self.use_exact else None
         if not self.near or len(norm) < self.ngram:
             return key, None, None
         sig = self.signature(norm)
-        return key, sig, _band_keys(sig, self.bands, self.rows).tolist()
+        return key, sig.astype(np.uint32, copy=False).tobytes(), _band_keys(sig, self.bands, self.rows).tolist()
 
     def decide(self, fingerprint: tuple) -> str | None:
         """None for a new item (now remembered), "exact" or "near" for a duplicate of an earlier one."""
@@ -103,15 +104,15 @@ class Deduper:
             return m.hashvalues
         return _minhash(codepoints(norm), self.ngram, self._a, self._b)
 
-    def _similar(self, sig: np.ndarray, other: int) -> bool:
+    def _similar(self, sig: bytes, other: int) -> bool:
         stored = self.blocks[other // _BLOCK][other % _BLOCK]
-        return float(np.count_nonzero(stored == sig)) / self.num_perm >= self.threshold
+        return float(np.count_nonzero(stored == np.frombuffer(sig, dtype=np.uint32))) / self.num_perm >= self.threshold
 
-    def _add(self, sig: np.ndarray, keys: list[int]) -> None:
+    def _add(self, sig: bytes, keys: list[int]) -> None:
         n = self.count
         if n % _BLOCK == 0:
-            self.blocks.append(np.empty((_BLOCK, self.num_perm), dtype=sig.dtype))
-        self.blocks[-1][n % _BLOCK] = sig
+            self.blocks.append(np.empty((_BLOCK, self.num_perm), dtype=np.uint32))
+        self.blocks[-1][n % _BLOCK] = np.frombuffer(sig, dtype=np.uint32)
         for table, k in zip(self.tables, keys):
             table.setdefault(k, n)  # the first item of a bucket stands for it
         self.count += 1
