@@ -510,25 +510,20 @@ def recheck(spec: Spec, copies: dict, matched: dict, index: dict) -> dict:
 
 def write_outputs(spec: Spec, copies: dict, chars: dict, staging: Path, root: Path) -> dict:
     """Each training file: the planned copies of every source, interleaved at random (seeded).
-    The staged lines are written as they are (they were encoded once, when staged). Each Parquet file is
-    made from its JSONL in a thread (Arrow works without the GIL) while the next JSONL is written."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    The staged lines are written as they are (they were encoded once, when staged), PARQUET_BATCH at a
+    time; each such block becomes a row group of the Parquet file in a thread (Arrow works without the
+    GIL) while the next block is written."""
     files = {}
-    with ThreadPoolExecutor(1) as background:
-        conversions = []
+    with _arrow_pool():
         for o, out in spec.outputs.items():
             streams = {}
             for (oo, s), arr in copies.items():
                 if oo == o:
                     streams[s] = (sum(arr), _source_lines(staging / o / f"{s}.jsonl", s, arr, chars[(o, s)]))
             lines = interleave(streams, random.Random(f"{spec.seed}:order:{o}"))
-            stem, schema = root / "train" / o, _schema(out.stage, spec.keep_ids)
-            files[f"train/{o}.jsonl"], longest = _write_lines(stem, lines)
-            if spec.parquet:
-                conversions.append(background.submit(_jsonl_to_parquet, stem, schema, longest))
-        for c in conversions:
-            c.result()  # raises what the conversion raised
+            stem = root / "train" / o
+            with _ParquetRows(stem, _schema(out.stage, spec.keep_ids), spec.parquet) as parquet:
+                files[f"train/{o}.jsonl"] = _write_lines(stem, lines, parquet)
     return files
 
 
@@ -542,52 +537,80 @@ def _source_lines(path: Path, source: str, copies: bytearray, chars: array):
                     yield source, line, chars[pos]
 
 
-def _write_lines(stem: Path, lines) -> tuple[dict, int]:
-    """Write (source, JSON line in UTF-8, characters) to stem.jsonl; return (count, characters, sources)
-    and the longest line's bytes."""
+def _write_lines(stem: Path, lines, parquet: "_ParquetRows") -> dict:
+    """Write (source, JSON line in UTF-8, characters) to stem.jsonl, each block of PARQUET_BATCH lines
+    also to `parquet` (in pieces of PIECE lines: a few MB, which the allocator reuses; a whole block is
+    tens of MB, each mapped and zeroed afresh); return (count, characters, sources)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    count, total, longest, sources = 0, 0, 0, Counter()
+    count, total, sources, piece, block = 0, 0, Counter(), [], []
     with open(stem.with_suffix(".jsonl"), "wb", buffering=BUFFER) as f:
         for source, line, n in lines:
             f.write(line)
+            piece.append(line)
             count += 1
             total += n
-            longest = max(longest, len(line))
             sources[source] += 1
-    return {"count": count, "characters": total, "tokens": None, "sources": dict(sources)}, longest
+            if len(piece) == PIECE:
+                block.append(b"".join(piece))
+                piece = []
+                if len(block) * PIECE == PARQUET_BATCH:
+                    parquet.add(block)
+                    block = []
+        parquet.add(block + [b"".join(piece)])
+    return {"count": count, "characters": total, "tokens": None, "sources": dict(sources)}
 
 
-def _jsonl_to_parquet(stem: Path, schema, longest_bytes: int) -> None:
-    """stem.parquet from stem.jsonl by Arrow's JSON reader (C++, streaming; decoding each line in Python
-    was a fifth of the build), in row groups of PARQUET_BATCH rows, as _write_set writes them."""
-    if not longest_bytes:  # no rows: an empty file with the stage's schema
-        _write_set(stem, [], schema, parquet=True)
-        return
-    with _arrow_pool():
-        _convert(stem, schema, longest_bytes)
+PIECE = 1_000  # lines per buffer handed to Arrow; PARQUET_BATCH is a multiple of it
 
 
-def _convert(stem: Path, schema, longest_bytes: int) -> None:
-    import pyarrow as pa
-    import pyarrow.json as pj
-    import pyarrow.parquet as pq
+class _ParquetRows:
+    """stem.parquet, one row group per block of JSON lines given to `add`, each parsed by Arrow's JSON
+    reader (C++; decoding each line in Python was a fifth of the build) and written in a background
+    thread, at most two blocks behind the caller. Off (`enabled` False): `add` does nothing."""
 
-    reader = pj.open_json(stem.with_suffix(".jsonl"),
-                          read_options=pj.ReadOptions(block_size=max(1 << 22, longest_bytes + 1)),
-                          parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"))
-    with pq.ParquetWriter(stem.with_suffix(".parquet"), schema, compression=PARQUET_COMPRESSION) as writer:
-        pending: list = []
-        for batch in reader:
-            pending.append(batch)
-            rows = sum(b.num_rows for b in pending)
-            if rows >= PARQUET_BATCH:
-                table = pa.Table.from_batches(pending, schema=schema)
-                full = rows - rows % PARQUET_BATCH
-                writer.write_table(table.slice(0, full).combine_chunks(), row_group_size=PARQUET_BATCH)
-                pending = table.slice(full).to_batches()
-        if sum(b.num_rows for b in pending):
-            writer.write_table(pa.Table.from_batches(pending, schema=schema).combine_chunks(),
-                               row_group_size=PARQUET_BATCH)
+    def __init__(self, stem: Path, schema, enabled: bool):
+        self.stem, self.schema, self.enabled = stem, schema, enabled
+        self.writer, self.pending, self.thread = None, deque(), None
+
+    def __enter__(self):
+        if self.enabled:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.thread = ThreadPoolExecutor(1)
+        return self
+
+    def add(self, pieces: list[bytes]) -> None:
+        """One row group: the JSON lines of `pieces`, in order."""
+        if self.enabled and any(pieces):
+            self.pending.append(self.thread.submit(self._write, pieces))
+            while len(self.pending) > 2:
+                self.pending.popleft().result()  # raises what the conversion raised
+
+    def _write(self, pieces: list[bytes]) -> None:
+        import pyarrow as pa
+        import pyarrow.json as pj
+        import pyarrow.parquet as pq
+
+        parse = pj.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="error")
+        tables = [pj.read_json(pa.BufferReader(p), read_options=pj.ReadOptions(block_size=len(p) + 1),
+                               parse_options=parse) for p in pieces if p]
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.stem.with_suffix(".parquet"), self.schema,
+                                           compression=PARQUET_COMPRESSION)
+        self.writer.write_table(pa.concat_tables(tables).combine_chunks(), row_group_size=PARQUET_BATCH)
+
+    def __exit__(self, *exc):
+        if not self.enabled:
+            return
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.thread.shutdown(cancel_futures=True)
+            if self.writer is not None:
+                self.writer.close()
+        if exc[0] is None and self.writer is None:  # no rows: an empty file with the stage's schema
+            _write_set(self.stem, [], self.schema, parquet=True)
 
 
 @contextmanager
