@@ -134,6 +134,34 @@ def test_worker_processes_build_the_same_files(corpus, built, tmp_path, monkeypa
     assert {k: v for k, v in pooled.items() if k != "build"} == {k: v for k, v in card.items() if k != "build"}
 
 
+def test_progress_bars_reach_every_input_byte_and_written_item(corpus, tmp_path, monkeypatch):
+    """Each pass shows a bar (on a terminal): the reading ones end at the bytes of the files they read,
+    the writing one at the items written."""
+    bars = []
+
+    class Bar:
+        def __init__(self, desc, total, unit):
+            self.desc, self.total, self.n = desc, total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(B, "_bar", Bar)
+    card = B.build(load_spec(corpus / "sources.yaml"), tmp_path / "out")
+    assert [b.desc.split(": ")[1] for b in bars] == ["held-out sets", "training sources", "writing"]
+    held, training, writing = bars
+    assert held.total > 0 and held.n == held.total
+    assert training.total > held.total and training.n == training.total
+    assert writing.n == writing.total == sum(f["count"] for name, f in card["files"].items() if name.startswith("train/"))
+
+
 SLOW_WORKERS = """
 import sys, time
 from qilin.data import build as B

@@ -28,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from array import array
 from collections import Counter, deque
@@ -35,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qilin.data import overlap, readers
+from qilin.data.parse import counting_bytes
 from qilin.data.card import make_card, write_card
 from qilin.data.clean import clean_record
 from qilin.data.convert import contents, dialogue_question, eval_item, eval_texts, main_text, to_item
@@ -168,6 +170,40 @@ def _size(f: Path) -> int:
     return sum(p.stat().st_size for p in ([f] if f.is_file() else f.glob("*.csv")))
 
 
+@contextmanager
+def _reading(what: str, sources: list[Source], spec: Spec):
+    """A progress bar through the input bytes of `sources` while they are read (on a terminal)."""
+    total = sum(_size(f) for s in sources for f in _files(s, spec))
+    with _bar(f"qilin data build: {what}", total, "B") as bar:
+        count = _Every(bar, min(1 << 20, max(1, total // 200)))
+        with counting_bytes(count):
+            yield
+        count.flush()
+
+
+def _bar(desc: str, total: int, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not sys.stderr.isatty(), leave=False)
+
+
+class _Every:
+    """bar.update once per `step` units: the readers report every line, and a tqdm update costs more
+    than reading a short line."""
+
+    def __init__(self, bar, step: int):
+        self.bar, self.step, self.pending = bar, step, 0
+
+    def __call__(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= self.step:
+            self.flush()
+
+    def flush(self) -> None:
+        self.bar.update(self.pending)
+        self.pending = 0
+
+
 # ---------------------------------------------------------------- pass 1: held-out evaluation sets
 
 def hold_out(spec: Spec, stats: dict, on_error: str) -> tuple[dict[str, list[dict]], dict[str, set[int]]]:
@@ -179,19 +215,24 @@ def hold_out(spec: Spec, stats: dict, on_error: str) -> tuple[dict[str, list[dic
     """
     evals: dict[str, list[dict]] = {}
     held: dict[str, set[int]] = {}
-    for s in spec.sources:
-        if not s.eval:
-            continue
-        eval_only = not s.stages
-        log = stats[s.name]["skipped"] if eval_only else SkipLog()
-        picked = _sample(s, spec, on_error, log, stats[s.name] if eval_only else None)
-        held[s.name] = {pos for group in picked for pos, _ in group}
-        for hold, group in zip(s.eval, picked):
-            items = [eval_item(clean_record(r, stats[s.name]["cleaning"], spec.scrub_pii, not spec.keep_raw_ids),
-                               hold.shape) for _, r in group]
-            evals.setdefault(hold.set, []).extend(items)
-            stats[s.name]["held_out"][hold.set] += len(items)
+    with _reading("held-out sets", [s for s in spec.sources if s.eval], spec):
+        for s in spec.sources:
+            if s.eval:
+                _hold(s, spec, stats, on_error, evals, held)
     return evals, held
+
+
+def _hold(s: Source, spec: Spec, stats: dict, on_error: str, evals: dict, held: dict) -> None:
+    """One source's evaluation sets drawn into `evals`, their positions into `held`."""
+    eval_only = not s.stages
+    log = stats[s.name]["skipped"] if eval_only else SkipLog()
+    picked = _sample(s, spec, on_error, log, stats[s.name] if eval_only else None)
+    held[s.name] = {pos for group in picked for pos, _ in group}
+    for hold, group in zip(s.eval, picked):
+        items = [eval_item(clean_record(r, stats[s.name]["cleaning"], spec.scrub_pii, not spec.keep_raw_ids),
+                           hold.shape) for _, r in group]
+        evals.setdefault(hold.set, []).extend(items)
+        stats[s.name]["held_out"][hold.set] += len(items)
 
 
 def _sample(s: Source, spec: Spec, on_error: str, log: SkipLog, count: dict | None) -> list[list[tuple[int, dict]]]:
@@ -240,7 +281,9 @@ def stage_training(spec: Spec, stats: dict, held: dict, index: dict, staging: Pa
     staged: dict[str, dict[str, int]] = {o: {} for o in spec.outputs}
     chars: dict[tuple[str, str], array] = {}
     matched: dict[tuple[str, str, int], tuple[set, str, str]] = {}
-    with _Workers(Preparer(spec, Screen(index) if FAST else None), workers if FAST else 1) as pool:
+    training = [s for s in spec.sources if s.stages]
+    with (_Workers(Preparer(spec, Screen(index) if FAST else None), workers if FAST else 1) as pool,
+          _reading("training sources", training, spec)):
         for s in spec.sources:
             if not s.stages:
                 continue
@@ -514,7 +557,8 @@ def write_outputs(spec: Spec, copies: dict, chars: dict, staging: Path, root: Pa
     time; each such block becomes a row group of the Parquet file in a thread (Arrow works without the
     GIL) while the next block is written."""
     files = {}
-    with _arrow_pool():
+    total = sum(sum(arr) for arr in copies.values())
+    with _arrow_pool(), _bar("qilin data build: writing", total, " items") as bar:
         for o, out in spec.outputs.items():
             streams = {}
             for (oo, s), arr in copies.items():
@@ -523,7 +567,7 @@ def write_outputs(spec: Spec, copies: dict, chars: dict, staging: Path, root: Pa
             lines = interleave(streams, random.Random(f"{spec.seed}:order:{o}"))
             stem = root / "train" / o
             with _ParquetRows(stem, _schema(out.stage, spec.keep_ids), spec.parquet) as parquet:
-                files[f"train/{o}.jsonl"] = _write_lines(stem, lines, parquet)
+                files[f"train/{o}.jsonl"] = _write_lines(stem, lines, parquet, bar)
     return files
 
 
@@ -537,7 +581,7 @@ def _source_lines(path: Path, source: str, copies: bytearray, chars: array):
                     yield source, line, chars[pos]
 
 
-def _write_lines(stem: Path, lines, parquet: "_ParquetRows") -> dict:
+def _write_lines(stem: Path, lines, parquet: "_ParquetRows", bar=None) -> dict:
     """Write (source, JSON line in UTF-8, characters) to stem.jsonl, each block of PARQUET_BATCH lines
     also to `parquet` (in pieces of PIECE lines: a few MB, which the allocator reuses; a whole block is
     tens of MB, each mapped and zeroed afresh); return (count, characters, sources)."""
@@ -553,10 +597,14 @@ def _write_lines(stem: Path, lines, parquet: "_ParquetRows") -> dict:
             if len(piece) == PIECE:
                 block.append(b"".join(piece))
                 piece = []
+                if bar is not None:
+                    bar.update(PIECE)
                 if len(block) * PIECE == PARQUET_BATCH:
                     parquet.add(block)
                     block = []
         parquet.add(block + [b"".join(piece)])
+    if bar is not None:
+        bar.update(len(piece))
     return {"count": count, "characters": total, "tokens": None, "sources": dict(sources)}
 
 
