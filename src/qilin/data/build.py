@@ -36,13 +36,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qilin.data import overlap, readers
-from qilin.data.parse import counting_bytes
 from qilin.data.card import make_card, write_card
 from qilin.data.clean import clean_record
 from qilin.data.convert import contents, dialogue_question, eval_item, eval_texts, main_text, to_item
 from qilin.data.dedup import Deduper
 from qilin.data.kg import group_triples, render_entity
 from qilin.data.mix import interleave, select, targets
+from qilin.data.parse import counting_bytes
 from qilin.data.screen import Screen
 from qilin.data.sources import Source, Spec, source_files
 from qilin.errors import QilinError
@@ -172,36 +172,17 @@ def _size(f: Path) -> int:
 
 @contextmanager
 def _reading(what: str, sources: list[Source], spec: Spec):
-    """A progress bar through the input bytes of `sources` while they are read (on a terminal)."""
-    total = sum(_size(f) for s in sources for f in _files(s, spec))
-    with _bar(f"qilin data build: {what}", total, "B") as bar:
-        count = _Every(bar, min(1 << 20, max(1, total // 200)))
-        with counting_bytes(count):
+    """A progress bar through the input bytes of `sources` while they are read (on a terminal); the
+    readers report each MiB they read."""
+    with _bar(f"qilin data build: {what}", sum(_size(f) for s in sources for f in _files(s, spec)), "B") as bar:
+        with counting_bytes(bar.update):
             yield
-        count.flush()
 
 
 def _bar(desc: str, total: int, unit: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not sys.stderr.isatty(), leave=False)
-
-
-class _Every:
-    """bar.update once per `step` units: the readers report every line, and a tqdm update costs more
-    than reading a short line."""
-
-    def __init__(self, bar, step: int):
-        self.bar, self.step, self.pending = bar, step, 0
-
-    def __call__(self, n: int) -> None:
-        self.pending += n
-        if self.pending >= self.step:
-            self.flush()
-
-    def flush(self) -> None:
-        self.bar.update(self.pending)
-        self.pending = 0
 
 
 # ---------------------------------------------------------------- pass 1: held-out evaluation sets

@@ -182,7 +182,7 @@ def normalize_table(text: str) -> str | None:
 def _fold_tables() -> tuple[np.ndarray, ...]:
     """(NFKC code points, their count, what stays of them after casefold and the drop, its count) per
     code point below _FOLD_TOP; a count of 0 NFKC code points marks a character the tables do not cover
-    (a surrogate, a mapping longer than _FOLD_WIDTH). About 0.3 s, once per process."""
+    (a surrogate, a mapping longer than _FOLD_WIDTH). About 0.5 s, once per process."""
     nfkc = np.zeros((_FOLD_TOP, _FOLD_WIDTH), dtype=np.uint32)
     kept = np.zeros((_FOLD_TOP, _FOLD_WIDTH), dtype=np.uint32)
     nfkc_len = np.zeros(_FOLD_TOP, dtype=np.uint8)
